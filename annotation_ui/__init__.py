@@ -1,0 +1,1 @@
+"""HFL annotation_ui package (see DESIGN.md)."""

@@ -1,0 +1,64 @@
+"""Protocols for model-backed capabilities. Images are RGB uint8 arrays of shape (H, W, 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot be loaded: missing weight files or missing optional package."""
+
+
+@dataclass(frozen=True)
+class FaceBox:
+    """One detected face: pixel box (x0, y0, x1, y1) in the image and the detector's confidence."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    score: float
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.x1 - self.x0) * max(0.0, self.y1 - self.y0)
+
+
+@runtime_checkable
+class FaceDetector(Protocol):
+    name: str
+
+    def detect(self, image: np.ndarray) -> list[FaceBox]:
+        """All faces in the image, largest first."""
+        ...
+
+
+@runtime_checkable
+class Landmarker(Protocol):
+    name: str
+
+    def landmarks(self, image: np.ndarray, box: FaceBox) -> np.ndarray:
+        """iBUG-68 landmarks of the face in `box`: float32 array (68, 2) of pixel (x, y)."""
+        ...
+
+
+@runtime_checkable
+class IdentityEmbedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, image: np.ndarray, box: FaceBox, landmarks: np.ndarray) -> np.ndarray:
+        """L2-normalised identity embedding (dim,) of one face."""
+        ...
+
+
+@runtime_checkable
+class QualityScorer(Protocol):
+    name: str
+
+    def score(self, frames: list[np.ndarray]) -> float:
+        """Perceptual quality in [0, 1] (higher is better) of one frame or a short clip of frames."""
+        ...

@@ -1,0 +1,1 @@
+"""HFL inference package (see DESIGN.md)."""

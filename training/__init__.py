@@ -1,0 +1,1 @@
+"""HFL training package (see DESIGN.md)."""
