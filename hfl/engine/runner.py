@@ -1,0 +1,212 @@
+"""Runs stages on Ray Data with resume: done units are skipped, stats.json marks a stage done."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from hfl.config import PipelineConfig, config_hash, to_dict
+from hfl.engine.parts import clean_tmp, reason_counts, write_json_atomic, write_part
+from hfl.engine.stage import Stage, StageContext, WorkUnit
+
+log = logging.getLogger("hfl")
+
+
+# ---------------------------------------------------------------------------- Ray
+
+
+def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
+    """Connect to a cluster (address / RAY_ADDRESS) or start an embedded Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(
+            num_cpus=cfg.ray.num_cpus or None,
+            object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
+            include_dashboard=False,
+            **kwargs,
+        )
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # hfl shows its own bar per stage
+    ctx.print_on_execution_start = False
+
+
+def worker_count(cfg: PipelineConfig, per_worker_cpus: float) -> int:
+    import ray
+
+    if cfg.ray.workers > 0:
+        return cfg.ray.workers
+    cpus = ray.cluster_resources().get("CPU", 1)
+    return max(1, int(cpus // max(per_worker_cpus, 1e-6)))
+
+
+class UnitWorker:
+    """Ray Data actor: builds the stage once (models loaded once), then runs whole units."""
+
+    def __init__(self, stage_name: str, cfg_dict: dict[str, Any], out_dir: str) -> None:
+        import cv2
+
+        from hfl.config import PipelineConfig, _build
+        from hfl.stages import STAGES
+
+        cv2.setNumThreads(1)
+        errors: list[str] = []
+        cfg = _build(PipelineConfig, cfg_dict, "", errors)
+        self.stage: Stage = STAGES[stage_name](cfg)
+        self.stage.setup()
+        self.ctx = StageContext(Path(out_dir))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"unit": [], "counts": []}
+        sdir = self.ctx.stage_dir(self.stage.name)
+        for raw in batch["unit"]:
+            unit = WorkUnit(**json.loads(raw))
+            counts = write_part(
+                sdir / f"part-{unit.id}.parquet", self.stage.run_unit(unit, self.ctx), self.stage.schema
+            )
+            out["unit"].append(unit.id)
+            out["counts"].append(json.dumps(counts))
+        return out
+
+
+# ---------------------------------------------------------------------------- stage hashing
+
+
+def stage_hashes(cfg: PipelineConfig, stages: dict[str, Stage]) -> dict[str, str]:
+    """Hash of each stage's own config chained with its upstream stages' hashes."""
+    hashes: dict[str, str] = {}
+    for name in cfg.stages:
+        st = stages[name]
+        ups = [hashes[u] for u in st.inputs if u in hashes]
+        hashes[name] = config_hash({"stage": name, "config": st.config_section(), "upstream": ups})
+    return hashes
+
+
+def read_stats(sdir: Path) -> dict[str, Any] | None:
+    p = sdir / "stats.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+# ---------------------------------------------------------------------------- running
+
+
+@dataclasses.dataclass
+class StageResult:
+    name: str
+    skipped: bool
+    stats: dict[str, Any]
+
+
+def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, force: bool) -> StageResult:
+    import ray
+
+    sdir = ctx.stage_dir(stage.name)
+    done = read_stats(sdir)
+    if done and done.get("config_hash") == chash and not force:
+        print(f"[{stage.name}] done already (config {chash}); skipped. Use --force to redo.")
+        return StageResult(stage.name, True, done)
+    state = sdir / "_state.json"
+    prev = json.loads(state.read_text()).get("config_hash") if state.is_file() else None
+    if sdir.exists() and (force or done or prev != chash):
+        shutil.rmtree(sdir)  # changed config or --force: redo from scratch
+    sdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(state, {"config_hash": chash})
+    clean_tmp(sdir)
+
+    t0 = time.time()
+    units = stage.plan(ctx)
+    pending = [u for u in units if not (sdir / f"part-{u.id}.parquet").exists()]
+    if len(pending) < len(units):
+        print(f"[{stage.name}] resuming: {len(units) - len(pending)} of {len(units)} units already done")
+    if pending:
+        res = stage.resources()
+        n = min(worker_count(cfg, res.num_cpus), len(pending))
+        items = [{"unit": json.dumps(dataclasses.asdict(u))} for u in pending]
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            UnitWorker,
+            fn_constructor_kwargs={"stage_name": stage.name, "cfg_dict": to_dict(cfg), "out_dir": str(ctx.out_dir)},
+            batch_size=1,
+            concurrency=n,
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus or None,
+            memory=res.memory_mb * 1024 * 1024 or None,
+        )
+        bar = tqdm(total=len(pending), desc=f"{stage.name} ({n} workers)", unit="unit", dynamic_ncols=True)
+        for _ in ds.iter_rows():
+            bar.update(1)
+        bar.close()
+    stage.finalize(ctx)
+    rows, counts = reason_counts(sdir)
+    kept = counts.pop("", 0)
+    stats = {
+        "stage": stage.name,
+        "rows_in": rows,
+        "kept": kept,
+        "rejected": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
+        "units": len(units),
+        "seconds": round(time.time() - t0, 3),
+        "config_hash": chash,
+        "output": str(sdir),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    stats.update(stage.extra_stats(ctx) if hasattr(stage, "extra_stats") else {})
+    write_json_atomic(sdir / "stats.json", stats)
+    rej = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items()) or "none"
+    print(f"[{stage.name}] in {rows}, kept {kept}, rejected: {rej}; {stats['seconds']:.1f}s -> {sdir}")
+    return StageResult(stage.name, False, stats)
+
+
+def run_build(
+    cfg: PipelineConfig,
+    out_dir: Path,
+    stages: list[str],
+    force: bool = False,
+    limit: int | None = None,
+    ray_address: str | None = None,
+) -> list[StageResult]:
+    """Run `stages` (in pipeline order) into out_dir. Config must already be validated."""
+    from hfl.stages import STAGES
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    objs = {name: STAGES[name](cfg) for name in cfg.stages}
+    for st in objs.values():
+        st.limit = limit
+    hashes = stage_hashes(cfg, objs)
+    ctx = StageContext(out_dir)
+    init_ray(cfg, ray_address)
+    results = []
+    for name in cfg.stages:
+        if name not in stages:
+            continue
+        for up in objs[name].inputs:
+            ustats = read_stats(ctx.stage_dir(up))
+            if up in cfg.stages and (not ustats or ustats.get("config_hash") != hashes[up]):
+                raise RuntimeError(
+                    f"stage '{name}' needs '{up}' done with the current config; run --stage {up} first "
+                    f"(or --stage all)"
+                )
+        results.append(run_stage(objs[name], ctx, cfg, hashes[name], force))
+    return results

@@ -1,0 +1,80 @@
+"""The stage contract: a stage declares inputs, outputs and resources, plans work units, and turns each
+unit into rows. The runner handles Ray, resume, Parquet output and stats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from hfl.config import PipelineConfig
+
+
+@dataclass
+class Resources:
+    """What one worker of the stage needs; model-backed stages run in actor pools (model loaded once)."""
+
+    num_cpus: float = 1.0  # CPUs per worker
+    num_gpus: float = 0.0  # GPUs per worker
+    memory_mb: int = 0  # memory reserved per worker (0 = no reservation)
+    batch_size: int = 32  # rows handed to process_batch at a time
+
+
+@dataclass
+class WorkUnit:
+    """An independent, deterministic piece of a stage: one output part `part-<id>.parquet`."""
+
+    id: str  # file-name-safe, stable across re-runs of the same input
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """Where a stage reads and writes."""
+
+    out_dir: Path  # build output DIR
+
+    def stage_dir(self, name: str) -> Path:
+        return self.out_dir / "stages" / name
+
+
+class Stage:
+    """Base class. Subclasses set the class attributes and implement plan() and run_unit()."""
+
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ()  # upstream stages whose output this stage reads
+    outputs: ClassVar[tuple[str, ...]] = ()  # columns this stage adds
+    schema: ClassVar[pa.Schema | None] = None  # schema of the rows written (None: inferred)
+    description: ClassVar[str] = ""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.cfg = cfg
+
+    # ------------------------------------------------------------------ declared properties
+    def resources(self) -> Resources:
+        return Resources()
+
+    def config_section(self) -> dict[str, Any]:
+        """The config this stage's output depends on (hashed for resume)."""
+        return {}
+
+    def thresholds(self) -> dict[str, Any]:
+        """Thresholds shown by `hfl stages` and drawn in the report: {column: value}."""
+        return {}
+
+    # ------------------------------------------------------------------ work
+    def plan(self, ctx: StageContext) -> list[WorkUnit]:
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Load models; called once per worker before any unit."""
+
+    def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
+        """Yield batches of output rows for one unit (every row seen, with reject_reason)."""
+        raise NotImplementedError
+
+    def finalize(self, ctx: StageContext) -> None:
+        """Runs on the driver after all units are done (e.g. write a manifest)."""

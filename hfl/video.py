@@ -1,0 +1,136 @@
+"""Frame sampling from videos and still images: decord first, PyAV where decord fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hfl.config import IMAGE_EXTENSIONS
+from hfl.imageops import to_rgb
+
+
+class DecodeError(RuntimeError):
+    """The input could not be decoded; `reason` is a short code recorded on the row."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Frame:
+    index: int  # frame index in the decoded stream
+    timestamp: float  # seconds
+    rgb: np.ndarray  # (H, W, 3) uint8
+
+
+def sample_indices(num_frames: int, video_fps: float, fps: float, cap: int) -> list[int]:
+    """Indices at `fps` samples per second; above `cap`, `cap` indices spread evenly over the video."""
+    if num_frames <= 0:
+        return []
+    step = max(video_fps / fps, 1.0) if video_fps > 0 else 1.0
+    idx = sorted({min(int(round(i * step)), num_frames - 1) for i in range(int(np.ceil(num_frames / step)))})
+    if len(idx) > cap:
+        pick = np.linspace(0, len(idx) - 1, cap).round().astype(int)
+        idx = [idx[i] for i in pick]
+    return idx
+
+
+def _decord_frames(path: str, fps: float, cap: int) -> Iterator[Frame]:
+    import decord
+
+    try:
+        vr = decord.VideoReader(path, num_threads=1)
+        n, vfps = len(vr), float(vr.get_avg_fps() or 0.0)
+    except Exception as exc:  # decord raises DECORDError and plain RuntimeErrors
+        raise DecodeError("decode_error", f"decord: {exc}".splitlines()[0][:300]) from exc
+    for i in sample_indices(n, vfps, fps, cap):
+        try:
+            arr = vr[i].asnumpy()
+        except Exception as exc:
+            raise DecodeError("decode_error", f"decord frame {i}: {exc}".splitlines()[0][:300]) from exc
+        yield Frame(i, i / vfps if vfps > 0 else 0.0, to_rgb(arr))
+
+
+def _pyav_frames(path: str, fps: float, cap: int) -> Iterator[Frame]:
+    import av
+
+    try:
+        container = av.open(path)
+        stream = container.streams.video[0]
+    except Exception as exc:
+        raise DecodeError("decode_error", f"pyav: {exc}"[:300]) from exc
+    with container:
+        vfps = float(stream.average_rate or 0) or 25.0
+        n = stream.frames or int((float(stream.duration * stream.time_base) if stream.duration else 0) * vfps)
+        wanted = set(sample_indices(n, vfps, fps, cap)) if n > 0 else None
+        step = max(vfps / fps, 1.0)
+        emitted = 0
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                take = (i in wanted) if wanted is not None else (i % max(int(round(step)), 1) == 0)
+                if take:
+                    yield Frame(i, i / vfps, to_rgb(frame.to_ndarray(format="rgb24")))
+                    emitted += 1
+                    if emitted >= cap:
+                        break
+        except av.error.FFmpegError as exc:
+            if emitted == 0:
+                raise DecodeError("decode_error", f"pyav: {exc}"[:300]) from exc
+            # truncated file: keep what decoded
+
+
+def _image_frames(path: str) -> Iterator[Frame]:
+    import cv2
+
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DecodeError("decode_error", "not a decodable image")
+    if img.dtype != np.uint8:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(float(img.max()), 1.0))
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    yield Frame(0, 0.0, to_rgb(img))
+
+
+def open_frames(path: str, fps: float, cap: int, decoder: str = "auto") -> tuple[str, Iterator[Frame]]:
+    """Return (decoder used, frame iterator). Raises DecodeError before yielding when unreadable.
+
+    With decoder 'auto', decord is tried first; PyAV takes over when decord cannot open the file or
+    fails on a frame before any frame was produced."""
+    p = Path(path)
+    if not p.exists():
+        raise DecodeError("missing_file", str(p))
+    if p.stat().st_size == 0:
+        raise DecodeError("empty_file", "zero bytes")
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        return "image", _image_frames(path)
+    if decoder == "pyav":
+        return "pyav", _first_checked(_pyav_frames(path, fps, cap))
+    try:
+        return "decord", _first_checked(_decord_frames(path, fps, cap))
+    except DecodeError as decord_error:
+        if decoder == "decord":
+            raise
+        try:
+            return "pyav", _first_checked(_pyav_frames(path, fps, cap))
+        except DecodeError as exc:
+            raise DecodeError(exc.reason, f"{decord_error.detail}; {exc.detail}") from exc
+
+
+def _first_checked(frames: Iterator[Frame]) -> Iterator[Frame]:
+    """Pull the first frame eagerly so open errors surface at open time; re-yield everything."""
+    try:
+        first = next(frames)
+    except StopIteration:
+        raise DecodeError("no_frames", "the stream holds no decodable frame") from None
+
+    def chain() -> Iterator[Frame]:
+        yield first
+        yield from frames
+
+    return chain()
