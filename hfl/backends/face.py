@@ -70,7 +70,7 @@ def check_face_weights(cfg: FaceBackendConfig) -> list[str]:
     errors: list[str] = []
     for role, name, allowed in _roles(cfg):
         if name not in allowed:
-            errors.append(f"backends.face.{role}: unknown backend {name!r} (choose from {', '.join(allowed)})")
+            errors.append(str(_unknown(role, name, allowed)))
             continue
         if name == "dlib":
             if not _has_module("dlib"):
@@ -92,14 +92,14 @@ def check_face_weights(cfg: FaceBackendConfig) -> list[str]:
             if not folder:
                 errors.append(f"backends.face.insightface_dir: not set ({role} needs {fname})")
             elif not os.path.isdir(folder):
-                errors.append(f"backends.face.insightface_dir: folder {folder} does not exist (needs {fname})")
+                errors.append(f"backends.face.insightface_dir: folder {folder} not found (needs {fname})")
             elif not os.path.isfile(os.path.join(folder, fname)):
                 errors.append(f"backends.face.insightface_dir: missing {fname} in {folder}")
         elif name == "fan":
             if not _has_module("torch"):
-                errors.append(f"backends.face.{role}: package 'torch' is not installed (pip install torch==2.13.0)")
+                errors.append(f"backends.face.{role}: package 'torch' is not installed")
             if not cfg.fan_path:
-                errors.append("backends.face.fan_path: not set (needs a 2D-FAN TorchScript file, e.g. 2DFAN4 .zip)")
+                errors.append("backends.face.fan_path: not set (needs a 2D-FAN TorchScript file)")
             elif not os.path.isfile(cfg.fan_path):
                 errors.append(f"backends.face.fan_path: missing file {cfg.fan_path}")
     # de-duplicate while keeping order (several roles may share one folder problem)
@@ -107,7 +107,8 @@ def check_face_weights(cfg: FaceBackendConfig) -> list[str]:
 
 
 def _unknown(role: str, name: str, allowed: tuple[str, ...]) -> BackendUnavailable:
-    return BackendUnavailable(f"backends.face.{role}: unknown backend {name!r} (choose from {', '.join(allowed)})")
+    choices = ", ".join(allowed)
+    return BackendUnavailable(f"backends.face.{role}: unknown backend {name!r} (choose from {choices})")
 
 
 def load_detector(cfg: FaceBackendConfig) -> FaceDetector:

@@ -46,6 +46,7 @@ def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # hfl shows its own bar per stage
     ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def worker_count(cfg: PipelineConfig, per_worker_cpus: float) -> int:
@@ -148,7 +149,7 @@ def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, 
             UnitWorker,
             fn_constructor_kwargs={"stage_name": stage.name, "cfg_dict": to_dict(cfg), "out_dir": str(ctx.out_dir)},
             batch_size=1,
-            concurrency=n,
+            compute=ray.data.ActorPoolStrategy(size=n),
             num_cpus=res.num_cpus,
             num_gpus=res.num_gpus or None,
             memory=res.memory_mb * 1024 * 1024 or None,
@@ -171,7 +172,7 @@ def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, 
         "output": str(sdir),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    stats.update(stage.extra_stats(ctx) if hasattr(stage, "extra_stats") else {})
+    stats.update(stage.extra_stats(ctx))
     write_json_atomic(sdir / "stats.json", stats)
     rej = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items()) or "none"
     print(f"[{stage.name}] in {rows}, kept {kept}, rejected: {rej}; {stats['seconds']:.1f}s -> {sdir}")

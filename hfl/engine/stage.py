@@ -52,6 +52,7 @@ class Stage:
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
+        self.limit: int | None = None  # --limit: at most this many input units (debugging)
 
     # ------------------------------------------------------------------ declared properties
     def resources(self) -> Resources:
@@ -78,3 +79,7 @@ class Stage:
 
     def finalize(self, ctx: StageContext) -> None:
         """Runs on the driver after all units are done (e.g. write a manifest)."""
+
+    def extra_stats(self, ctx: StageContext) -> dict[str, Any]:
+        """Stage-specific figures merged into stats.json."""
+        return {}

@@ -1,0 +1,119 @@
+"""Stage `mine`: sample frames from videos, detect faces and iBUG-68 landmarks, link faces into tracks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfl.backends.face import load_detector, load_landmarker
+from hfl.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
+from hfl.imageops import encode_jpeg
+from hfl.inputs import list_inputs
+from hfl.schema import FRAME_SCHEMA
+from hfl.tracking import Tracker
+from hfl.video import DecodeError, open_frames
+
+
+def input_row(item: dict[str, str], reason: str, detail: str, decoder: str = "") -> dict[str, Any]:
+    """A row for an input that produced no frame (unreadable, unsupported, ...)."""
+    return {
+        "key": f"{item['video_id']}_input",
+        "video": item["name"],
+        "video_id": item["video_id"],
+        "frame_index": -1,
+        "decoder": decoder or None,
+        "num_faces": 0,
+        "reject_reason": reason,
+        "reject_detail": detail,
+    }
+
+
+class MineStage(Stage):
+    name = "mine"
+    inputs = ()
+    outputs = ("image", "box", "det_score", "landmarks", "num_faces", "track_id", "frame_index", "timestamp")
+    schema = FRAME_SCHEMA
+    description = "decode videos, sample frames, detect faces + 68 landmarks, link faces into tracks"
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, memory_mb=0, batch_size=16)
+
+    def config_section(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"mine": asdict(self.cfg.mine), "face": asdict(self.cfg.backends.face)}
+
+    def thresholds(self) -> dict[str, Any]:
+        m = self.cfg.mine
+        return {"fps": m.fps, "max_frames_per_video": m.max_frames_per_video, "track_iou": m.track_iou}
+
+    def plan(self, ctx: StageContext) -> list[WorkUnit]:
+        items = list_inputs(self.cfg.mine.input)
+        if self.limit:
+            items = items[: self.limit]
+        return [WorkUnit(it.video_id, {"path": it.path, "name": it.name, "video_id": it.video_id}) for it in items]
+
+    def setup(self) -> None:
+        self.detector = load_detector(self.cfg.backends.face)
+        self.landmarker = load_landmarker(self.cfg.backends.face)
+
+    def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
+        item = unit.payload
+        m = self.cfg.mine
+        suffix = Path(item["path"]).suffix.lower()
+        allowed = VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if m.include_images else ())
+        if suffix not in allowed:
+            yield [input_row(item, "unsupported_extension", f"'{suffix or '(none)'}' not in {', '.join(allowed)}")]
+            return
+        try:
+            decoder, frames = open_frames(item["path"], m.fps, m.max_frames_per_video, m.decoder)
+        except DecodeError as exc:
+            yield [input_row(item, exc.reason, exc.detail)]
+            return
+        tracker = Tracker(prefix=item["video_id"], min_iou=m.track_iou)
+        batch: list[dict[str, Any]] = []
+        try:
+            for fr in frames:
+                batch.append(self._frame_row(item, decoder, fr.index, fr.timestamp, fr.rgb, tracker))
+                if len(batch) >= self.resources().batch_size:
+                    yield batch
+                    batch = []
+        except DecodeError as exc:  # mid-stream failure: frames so far are kept, the failure recorded
+            batch.append(input_row(item, "decode_error_midstream", exc.detail, decoder))
+        yield batch
+
+    def _frame_row(
+        self, item: dict[str, str], decoder: str, index: int, ts: float, rgb: np.ndarray, tracker: Tracker
+    ) -> dict[str, Any]:
+        h, w = rgb.shape[:2]
+        row: dict[str, Any] = {
+            "key": f"{item['video_id']}_f{index:06d}",
+            "video": item["name"],
+            "video_id": item["video_id"],
+            "frame_index": index,
+            "timestamp": round(ts, 4),
+            "width": w,
+            "height": h,
+            "decoder": decoder,
+            "image": encode_jpeg(rgb, self.cfg.mine.jpeg_quality),
+        }
+        faces = self.detector.detect(rgb)
+        row["num_faces"] = len(faces)
+        ids = tracker.update([(f.x0, f.y0, f.x1, f.y1) for f in faces])
+        if not faces:
+            row["reject_reason"] = "no_face"
+            row["reject_detail"] = f"{self.detector.name} found no face"
+            return row
+        face = faces[0]
+        lms = self.landmarker.landmarks(rgb, face)
+        row.update(
+            box=[face.x0, face.y0, face.x1, face.y1],
+            det_score=face.score,
+            landmarks=np.asarray(lms, np.float32).reshape(-1).tolist(),
+            track_id=ids[0],
+        )
+        return row

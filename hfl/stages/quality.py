@@ -1,0 +1,87 @@
+"""Stage `quality` (paper App. B.1): one face, centred, >= 7 % landmark area, LoG sharpness, DOVER/BRISQUE."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from hfl.backends.quality import load_quality_scorer
+from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
+from hfl.imageops import decode_jpeg, hull_area_fraction, in_central_box, landmark_centroid, log_blur
+from hfl.schema import QUALITY_SCHEMA
+
+
+class QualityStage(Stage):
+    name = "quality"
+    inputs = ("mine",)
+    outputs = ("centroid_x", "centroid_y", "face_area", "log_blur", "quality", "quality_backend")
+    schema = QUALITY_SCHEMA
+    description = "keep frames with exactly one centred, large, sharp, good-quality face"
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=32)
+
+    def config_section(self) -> dict[str, Any]:
+        return {"quality": asdict(self.cfg.quality), "scorer": asdict(self.cfg.backends.quality)}
+
+    def thresholds(self) -> dict[str, Any]:
+        q = self.cfg.quality
+        return {
+            "num_faces": q.num_faces,
+            "center_fraction": q.center_fraction,
+            "face_area": q.min_face_area,
+            "log_blur": q.min_log_blur,
+            "quality": q.min_quality,
+        }
+
+    def plan(self, ctx: StageContext) -> list[WorkUnit]:
+        parts = sorted(ctx.stage_dir("mine").glob("part-*.parquet"))
+        return [WorkUnit(p.stem.removeprefix("part-"), {"path": str(p)}) for p in parts]
+
+    def setup(self) -> None:
+        self.scorer = load_quality_scorer(self.cfg.backends.quality)
+
+    def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
+        history: dict[str, deque[np.ndarray]] = {}
+        pf = pq.ParquetFile(unit.payload["path"])
+        for batch in pf.iter_batches(batch_size=self.resources().batch_size):
+            rows = [r for r in batch.to_pylist() if r.get("reject_reason") is None]
+            yield [self.judge(r, history) for r in rows]
+
+    def judge(self, row: dict[str, Any], history: dict[str, deque[np.ndarray]]) -> dict[str, Any]:
+        """Measure and decide one frame row; the first failed check names the reason."""
+        q = self.cfg.quality
+        w, h = row["width"], row["height"]
+        lms = np.asarray(row["landmarks"], np.float32).reshape(68, 2)
+        rgb = decode_jpeg(row["image"])
+        cx, cy = landmark_centroid(lms, w, h)
+        area = hull_area_fraction(lms, w, h)
+        sharp = log_blur(rgb, lms, q.log_size, q.log_sigma)
+        row.update(centroid_x=cx, centroid_y=cy, face_area=area, log_blur=sharp)
+        if row["num_faces"] != q.num_faces:
+            return _reject(row, "no_face" if row["num_faces"] == 0 else "multiple_faces",
+                           f"num_faces={row['num_faces']} (need {q.num_faces})")
+        if not in_central_box(cx, cy, q.center_fraction):
+            return _reject(row, "off_center", f"centroid=({cx:.3f},{cy:.3f}) outside central {q.center_fraction:g}")
+        if area < q.min_face_area:
+            return _reject(row, "face_too_small", f"face_area={area:.4f} < {q.min_face_area:g}")
+        if sharp < q.min_log_blur:
+            return _reject(row, "blurry", f"log_blur={sharp:.1f} < {q.min_log_blur:g}")
+        clip = history.setdefault(row["track_id"] or "", deque(maxlen=q.quality_clip_frames))
+        clip.append(rgb)
+        score = float(self.scorer.score(list(clip)))
+        row.update(quality=score, quality_backend=self.scorer.name)
+        if score < q.min_quality:
+            return _reject(row, "low_quality", f"{self.scorer.name}={score:.3f} < {q.min_quality:g}")
+        return row
+
+
+def _reject(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    row["reject_reason"] = reason
+    row["reject_detail"] = detail
+    return row

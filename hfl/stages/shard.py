@@ -1,0 +1,132 @@
+"""Stage `shard`: kept rows of the source stage -> WebDataset tars with stable keys and shard names."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import webdataset as wds
+
+from hfl.config import config_hash
+from hfl.engine.parts import write_json_atomic
+from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
+from hfl.samples import encode_sample, manifest_fields
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"hfl-{split}-{index:06d}"
+
+
+class ShardStage(Stage):
+    name = "shard"
+    outputs = ("split", "shard")
+    description = "write kept rows as WebDataset shards + per-shard stats + manifest.parquet"
+
+    @property
+    def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        return (self.cfg.shard.source,)
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=256)
+
+    def config_section(self) -> dict[str, Any]:
+        return {"shard": asdict(self.cfg.shard)}
+
+    def thresholds(self) -> dict[str, Any]:
+        return {"samples_per_shard": self.cfg.shard.samples_per_shard}
+
+    def plan(self, ctx: StageContext) -> list[WorkUnit]:
+        """Sort kept keys (per split) and cut them into shards: stable for the same kept set."""
+        src = ctx.stage_dir(self.cfg.shard.source)
+        by_split: dict[str, list[tuple[str, str]]] = {}
+        for p in sorted(src.glob("part-*.parquet")):
+            names = pq.ParquetFile(p).schema_arrow.names
+            cols = ["key", "reject_reason"] + (["split"] if "split" in names else [])
+            t = pq.read_table(p, columns=cols).to_pylist()
+            for r in t:
+                if r["reject_reason"] is None:
+                    split = r.get("split") or self.cfg.shard.default_split
+                    by_split.setdefault(split, []).append((r["key"], str(p)))
+        units = []
+        n = self.cfg.shard.samples_per_shard
+        for split in sorted(by_split):
+            rows = sorted(by_split[split])
+            for i in range(0, len(rows), n):
+                chunk = rows[i : i + n]
+                units.append(
+                    WorkUnit(
+                        f"{split}-{i // n:06d}",
+                        {
+                            "split": split,
+                            "index": i // n,
+                            "keys": [k for k, _ in chunk],
+                            "parts": sorted({p for _, p in chunk}),
+                        },
+                    )
+                )
+        return units
+
+    def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
+        split, index = unit.payload["split"], unit.payload["index"]
+        keys = unit.payload["keys"]
+        wanted = set(keys)
+        rows: dict[str, dict[str, Any]] = {}
+        for part in unit.payload["parts"]:
+            table = pads.dataset(part).to_table(filter=pads.field("key").isin(pa.array(sorted(wanted))))
+            for r in table.to_pylist():
+                rows[r["key"]] = r
+        out = ctx.out_dir / "shards" / split
+        out.mkdir(parents=True, exist_ok=True)
+        name = shard_name(split, index)
+        chash = config_hash(self.cfg)
+        backends = {
+            "detector": self.cfg.backends.face.detector,
+            "landmarker": self.cfg.backends.face.landmarker,
+            "quality": self.cfg.backends.quality.scorer,
+        }
+        buf = io.BytesIO()
+        manifest = []
+        with wds.TarWriter(buf, mtime=0.0, encoder=False) as sink:
+            for key in keys:
+                sink.write(encode_sample(rows[key], chash, backends))
+                manifest.append({**manifest_fields(rows[key]), "split": split, "shard": f"{name}.tar"})
+        tar = out / f"{name}.tar"
+        tmp = tar.with_name(tar.name + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, tar)
+        write_json_atomic(
+            out / f"{name}.stats.json",
+            {"shard": f"{name}.tar", "split": split, "samples": len(keys), "bytes": tar.stat().st_size,
+             "first_key": keys[0], "last_key": keys[-1]},
+        )
+        yield manifest
+
+    def finalize(self, ctx: StageContext) -> None:
+        parts = sorted(ctx.stage_dir(self.name).glob("part-*.parquet"))
+        tables = [pq.read_table(p) for p in parts]
+        tables = [t for t in tables if t.num_rows]
+        tmp = ctx.out_dir / "manifest.parquet.tmp"
+        if tables:
+            pq.write_table(pa.concat_tables(tables, promote_options="permissive"), tmp)
+        else:
+            pq.write_table(pa.table({"key": pa.array([], pa.string()), "split": pa.array([], pa.string()),
+                                     "shard": pa.array([], pa.string())}), tmp)
+        os.replace(tmp, ctx.out_dir / "manifest.parquet")
+
+    def extra_stats(self, ctx: StageContext) -> dict[str, Any]:
+        shards = sorted((ctx.out_dir / "shards").glob("*/*.stats.json"))
+        per_split: dict[str, dict[str, int]] = {}
+        for s in shards:
+            d = json.loads(Path(s).read_text())
+            e = per_split.setdefault(d["split"], {"shards": 0, "samples": 0})
+            e["shards"] += 1
+            e["samples"] += d["samples"]
+        return {"splits": per_split}
