@@ -26,7 +26,9 @@ def build(
         typer.Option("--set", help="Override a config key, e.g. --set quality.min_log_blur=40 (repeatable)"),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Process at most N inputs (quick trial runs)")] = None,
-    force: Annotated[bool, typer.Option(help="Redo the selected stages even if done with the same config")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Redo the selected stages even if done with the same config")
+    ] = False,
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
     ] = None,
@@ -62,7 +64,9 @@ def build(
 
 @app.command()
 def stages(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Show thresholds of this config")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Show thresholds of this config")
+    ] = None,
 ) -> None:
     """List stages with their inputs, outputs, resources and thresholds."""
     from hfl.config import PipelineConfig, load_config
@@ -76,9 +80,8 @@ def stages(
         typer.echo(f"  {st.description}")
         typer.echo(f"  inputs:     {', '.join(st.inputs) or '(files: mine.input)'}")
         typer.echo(f"  outputs:    {', '.join(st.outputs)}")
-        typer.echo(
-            f"  resources:  cpus={r.num_cpus:g} gpus={r.num_gpus:g} memory_mb={r.memory_mb} batch={r.batch_size}"
-        )
+        res = f"cpus={r.num_cpus:g} gpus={r.num_gpus:g} memory_mb={r.memory_mb} batch={r.batch_size}"
+        typer.echo(f"  resources:  {res}")
         typer.echo("  thresholds: " + (", ".join(f"{k}={v}" for k, v in st.thresholds().items()) or "-"))
 
 

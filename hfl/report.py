@@ -33,7 +33,19 @@ IMAGE_BATCH_ROWS = 32  # rows per batch when fetching image bytes
 THUMB_H = 128  # thumbnail height in pixels
 MAX_THUMB_W = 240  # thumbnails of very wide frames are squeezed to this width
 SHEET_MAX_W = 1180  # contact sheets wrap to this width
-HIST_BINS = 40
+HIST_BINS = (10, 50)  # bins = 2*sqrt(rows), clipped to this range
+# iBUG-68 contours: (first, last, closed) drawn as polylines.
+IBUG_CONTOURS = [
+    (0, 16, False),
+    (17, 21, False),
+    (22, 26, False),
+    (27, 30, False),
+    (30, 35, True),
+    (36, 41, True),
+    (42, 47, True),
+    (48, 59, True),
+    (60, 67, True),
+]
 
 # Numeric columns that are ids, indices or dimensions rather than scores: no histogram.
 SKIP_NUMERIC = {"frame_index", "width", "height", "timestamp", "index", "row", "shard"}
@@ -43,6 +55,10 @@ SKIP_SUFFIXES = ("_index", "_idx", "_id", "_width", "_height")
 REASON_TEXT = {
     "decode_error": "the input or frame could not be decoded (reject_detail holds the error)",
     "read_error": "the input could not be read (reject_detail holds the error)",
+    "decode_error_midstream": "decoding failed part-way through the video (frames before it are kept)",
+    "missing_file": "the input path does not exist",
+    "empty_file": "the input file has zero bytes",
+    "unsupported_extension": "the input's file extension is not an accepted video or image type",
     "no_frames": "the video yielded no frames",
     "no_face": "the face detector found no face in the frame",
     "multiple_faces": "more than one face was found where exactly one is required",
@@ -68,7 +84,8 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border:1px solid #ddd;padding:4px 10px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}
 tr.total td{font-weight:600;background:#fafafa}
-.hists{display:flex;flex-wrap:wrap;gap:8px}.hists img{border:1px solid #eee;width:380px}
+.hists{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:8px}
+.hists img{border:1px solid #eee;width:100%}
 img.sheet{max-width:100%;border:1px solid #ddd}img.chart{max-width:100%}
 ul.reasons{margin:.3em 0}code{background:#f3f3f3;padding:0 3px;border-radius:3px}
 .rej{color:#b03030}.kept{color:#2a7a2a}
@@ -289,7 +306,8 @@ def _scan_stage(
         else:
             if a == b:
                 a, b = a - 0.5, b + 0.5
-            scan.edges[c] = np.linspace(a, b, HIST_BINS + 1)
+            bins = int(np.clip(2 * math.sqrt(scan.num_rows), *HIST_BINS))
+            scan.edges[c] = np.linspace(a, b, bins + 1)
         scan.hists[c] = {
             "kept": np.zeros(len(scan.edges[c]) - 1, np.int64),
             "rejected": np.zeros(len(scan.edges[c]) - 1, np.int64),
@@ -366,7 +384,8 @@ def _fetch_thumbs(files: list[Path], scan: _StageScan, names: set[str]) -> None:
                 box = batch.column(box_c)[i].as_py() if box_c else None
                 lms = batch.column(lm_c)[i].as_py() if lm_c else None
                 tiles.append(_thumb(data, box, lms, rejected=pick.group != KEPT))
-            pick.thumb = np.concatenate(tiles, axis=1) if len(tiles) > 1 else tiles[0]
+            gap = np.full((THUMB_H, 3, 3), 255, np.uint8)
+            pick.thumb = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -396,10 +415,30 @@ def _thumb(
         cv2.rectangle(img, p0, p1, color, 1, cv2.LINE_AA)
     if lms:
         pts = np.asarray([v if v is not None else np.nan for v in lms], np.float64).reshape(-1, 2)
-        for x, y in pts:
-            if math.isfinite(x) and math.isfinite(y):
-                cv2.circle(img, (round(x * sx), round(y * sy)), 1, (0, 230, 255), -1, cv2.LINE_AA)
+        pts = pts * (sx, sy)
+        if len(pts) == 68 and np.isfinite(pts).all():
+            for a, b, closed in IBUG_CONTOURS:
+                poly = np.round(pts[a : b + 1]).astype(np.int32)
+                cv2.polylines(img, [poly], closed, (0, 220, 255), 1, cv2.LINE_AA)
+        else:
+            for x, y in pts:
+                if math.isfinite(x) and math.isfinite(y):
+                    cv2.circle(img, (round(x), round(y)), 1, (0, 220, 255), -1, cv2.LINE_AA)
     return img
+
+
+def _wrap(text: str, width: int, scale: float, lines: int) -> list[str]:
+    """Split text on spaces into at most `lines` lines that fit width pixels (last one cut with '..')."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    words, out = text.split(), []
+    while words and len(out) < lines - 1:
+        line = words.pop(0)
+        while words and cv2.getTextSize(line + " " + words[0], font, scale, 1)[0][0] <= width:
+            line += " " + words.pop(0)
+        out.append(_fit_text(line, width, scale))
+    if words:
+        out.append(_fit_text(" ".join(words), width, scale))
+    return out
 
 
 def _fit_text(text: str, width: int, scale: float) -> str:
@@ -429,10 +468,10 @@ def _short_key(key: str, width: int, scale: float) -> str:
 
 
 def _contact_sheet(picks: list[_Pick], path: Path) -> None:
-    """Grid of thumbnails with two caption lines (short key, deciding score) under each."""
+    """Grid of thumbnails with captions (short key, then up to two lines of deciding score) under each."""
     thumbs = [p.thumb if p.thumb is not None else _thumb(None, None, None, False) for p in picks]
     cell_w = max(max(t.shape[1] for t in thumbs), 150)
-    cap_h, pad = 34, 6
+    cap_h, pad = 48, 6
     cols = max(1, min(len(thumbs), (SHEET_MAX_W + pad) // (cell_w + pad)))
     rows = math.ceil(len(thumbs) / cols)
     cell_h = THUMB_H + cap_h
@@ -453,16 +492,9 @@ def _contact_sheet(picks: list[_Pick], path: Path) -> None:
             1,
             cv2.LINE_AA,
         )
-        cv2.putText(
-            sheet,
-            _fit_text(pick.caption, cell_w - 2, scale),
-            (x + 1, y + THUMB_H + 28),
-            font,
-            scale,
-            (30, 30, 170) if pick.group != KEPT else (30, 110, 30),
-            1,
-            cv2.LINE_AA,
-        )
+        for ln, text in enumerate(_wrap(pick.caption, cell_w - 2, scale, 2)):
+            color = (30, 30, 170) if pick.group != KEPT else (30, 110, 30)
+            cv2.putText(sheet, text, (x + 1, y + THUMB_H + 27 + 14 * ln), font, scale, color, 1, cv2.LINE_AA)
     cv2.imwrite(str(path), sheet, [cv2.IMWRITE_JPEG_QUALITY, 88])
 
 
@@ -501,9 +533,9 @@ def _funnel_chart(rows: list[dict[str, Any]], reasons: list[str], path: Path) ->
     ax.set_yticks(ypos, names)
     ax.set_xlabel("rows")
     ax.legend(
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.25 if len(rows) < 3 else -0.12),
-        ncol=min(6, len(reasons) + 1),
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=min(7, len(reasons) + 1),
         fontsize=8,
         frameon=False,
     )
@@ -532,11 +564,19 @@ def _histogram(
             ax.stairs(counts, edges, color=color, linewidth=1)
     for t in thresholds:
         ax.axvline(t, color="black", linestyle="--", linewidth=1.2, label=f"threshold {_fmt(t)}")
-    ax.set_title(col, fontsize=10)
+    ax.set_title(col, fontsize=10, loc="left", fontweight="bold")
     ax.set_ylabel("rows", fontsize=8)
     ax.tick_params(labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
-    ax.legend(fontsize=7, frameon=False)
+    ax.legend(
+        fontsize=7,
+        frameon=False,
+        loc="lower right",
+        bbox_to_anchor=(1.0, 1.0),
+        ncol=3,
+        handlelength=1.2,
+        columnspacing=0.8,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -643,12 +683,14 @@ def write_report(
         sdir = out_dir / "stages" / stage
         stats = _read_json(sdir / "stats.json")
         files = sorted(sdir.glob("part-*.parquet"))
-        cols = [f.name for f in pq.read_schema(files[0]) if _is_score_col(f.name, f.type)] if files else []
+        fields = [f for f in pq.read_schema(files[0]) if _is_score_col(f.name, f.type)] if files else []
+        cols = [f.name for f in fields]
+        float_cols = [f.name for f in fields if pa.types.is_floating(f.type)]
         if thresholds is not None:
             thr = {c: _as_floats(v) for c, v in (thresholds.get(stage) or {}).items()}
         else:
             thr = _thresholds_from_config(config, stage, cols)
-        caption_cols = list(thr) or cols[:2]
+        caption_cols = [c for c in thr if c in cols] or float_cols[:2]
         scan, files = _scan_stage(sdir, max_per_sheet, caption_cols, thr)
         rejected_scan = {g: n for g, n in scan.counts.items() if g != KEPT}
         row = {
@@ -740,9 +782,7 @@ def _stage_html(
 
     if scan.edges:
         out.append("<h3>Score histograms</h3><div class='hists'>")
-        for c in scan.score_cols:
-            if c not in scan.edges:
-                continue
+        for c in sorted(scan.edges, key=lambda c: (c not in thr, scan.score_cols.index(c))):
             name = f"hist_{_slug(c)}.png"
             _histogram(c, scan.edges[c], scan.hists[c], thr.get(c, []), sdir / name)
             out.append(f"<img src='{slug}/{name}' alt='histogram of {e(c)}'>")
@@ -755,7 +795,7 @@ def _stage_html(
         out.append(
             f"<h3>Contact sheets</h3><p class='meta'>Up to {max_per_sheet} rows per group, spread "
             f"evenly over the stage's rows; images: {e(', '.join(scan.image_cols))}. Box green = kept, "
-            "red = rejected; yellow dots = 68 landmarks. Caption: key, then the deciding score.</p>"
+            "red = rejected; yellow lines = 68 landmarks. Caption: key, then the deciding score.</p>"
         )
         groups = [KEPT] + sorted((g for g in scan.picks if g != KEPT), key=lambda g: -scan.counts.get(g, 0))
         for g in groups:

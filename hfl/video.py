@@ -33,7 +33,9 @@ def sample_indices(num_frames: int, video_fps: float, fps: float, cap: int) -> l
     if num_frames <= 0:
         return []
     step = max(video_fps / fps, 1.0) if video_fps > 0 else 1.0
-    idx = sorted({min(int(round(i * step)), num_frames - 1) for i in range(int(np.ceil(num_frames / step)))})
+    idx = sorted(
+        {j for i in range(int(np.ceil(num_frames / step))) if (j := int(round(i * step))) < num_frames}
+    )
     if len(idx) > cap:
         pick = np.linspace(0, len(idx) - 1, cap).round().astype(int)
         idx = [idx[i] for i in pick]

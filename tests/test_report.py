@@ -262,3 +262,36 @@ def test_spread_is_deterministic_and_covers_range() -> None:
     assert len(picks) == 10 and picks[0] < 100 and picks[-1] > 900
     assert _spread(5, 10) == {0, 1, 2, 3, 4}
     assert _spread(0, 3) == set()
+
+
+def test_pair_rows_side_by_side(
+    built: tuple[Path, dict[str, dict], dict[str, float]], tmp_path: Path
+) -> None:
+    """A later stage with src_image/tgt_image (no config.yaml): both images on one thumbnail."""
+    src, _, _ = built
+    frames = pq.read_table(
+        src / "stages" / "quality" / "part-00000.parquet", columns=["key", "image", "box", "reject_reason"]
+    )
+    frames = frames.filter(pa.compute.is_null(frames["reject_reason"])).to_pylist()[:6]
+    rows = [
+        {
+            "key": f"{a['key']}__{b['key']}",
+            "src_image": a["image"],
+            "tgt_image": b["image"],
+            "src_box": a["box"],
+            "pair_index": i,
+            "similarity": 0.1 * i,
+            "reject_reason": "too_similar" if i % 3 == 0 else None,
+            "reject_detail": f"similarity={0.1 * i:.2f}" if i % 3 == 0 else None,
+        }
+        for i, (a, b) in enumerate(zip(frames, frames[1:], strict=False))
+    ]
+    sdir = tmp_path / "stages" / "pairs"
+    sdir.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), sdir / "part-00000.parquet")
+    page = write_report(tmp_path, max_per_sheet=4).read_text()
+    assert "Stage: pairs" in page and "too_similar" in page
+    assert (tmp_path / "report" / "pairs" / "hist_similarity.png").exists()
+    assert not (tmp_path / "report" / "pairs" / "hist_pair_index.png").exists()
+    sheet = cv2.imread(str(tmp_path / "report" / "pairs" / "sheet_kept.jpg"))
+    assert sheet.shape[1] >= 2 * 128  # src and tgt side by side

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import warnings
 from typing import Any
 
 import cv2
@@ -123,7 +124,9 @@ class FanLandmarker:
         import torch
 
         try:
-            net = torch.jit.load(self.path, map_location=self.device)
+            with warnings.catch_warnings():  # torch >= 2.9 marks torch.jit as deprecated; it still loads FAN
+                warnings.simplefilter("ignore", DeprecationWarning)
+                net = torch.jit.load(self.path, map_location=self.device)
         except Exception as jit_err:  # noqa: BLE001 - maybe a plain state_dict checkpoint
             net = self._load_state_dict(torch, jit_err)
         net.eval()

@@ -18,7 +18,9 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_part(path: Path, batches: Iterable[list[dict[str, Any]]], schema: pa.Schema | None) -> dict[str, int]:
+def write_part(
+    path: Path, batches: Iterable[list[dict[str, Any]]], schema: pa.Schema | None
+) -> dict[str, int]:
     """Stream row batches into `path` (via a .tmp file renamed at the end). Returns counts per reason
     ('' = kept) and the row total under key '__rows__'."""
     tmp = path.with_name(path.name + ".tmp")
@@ -37,7 +39,11 @@ def write_part(path: Path, batches: Iterable[list[dict[str, Any]]], schema: pa.S
                 reason = r.get("reject_reason") or ""
                 counts[reason] = counts.get(reason, 0) + 1
         if writer is None:  # a unit with no rows still marks itself done
-            empty = schema.empty_table() if schema is not None else pa.table({"reject_reason": pa.array([], pa.string())})
+            empty = (
+                schema.empty_table()
+                if schema is not None
+                else pa.table({"reject_reason": pa.array([], pa.string())})
+            )
             writer = pq.ParquetWriter(tmp, empty.schema, compression="zstd")
     finally:
         if writer is not None:

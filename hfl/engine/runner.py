@@ -132,6 +132,8 @@ def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, 
     prev = json.loads(state.read_text()).get("config_hash") if state.is_file() else None
     if sdir.exists() and (force or done or prev != chash):
         shutil.rmtree(sdir)  # changed config or --force: redo from scratch
+        for extra in stage.external_outputs(ctx):
+            shutil.rmtree(extra) if extra.is_dir() else extra.unlink(missing_ok=True)
     sdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state, {"config_hash": chash})
     clean_tmp(sdir)
@@ -147,7 +149,11 @@ def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, 
         items = [{"unit": json.dumps(dataclasses.asdict(u))} for u in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             UnitWorker,
-            fn_constructor_kwargs={"stage_name": stage.name, "cfg_dict": to_dict(cfg), "out_dir": str(ctx.out_dir)},
+            fn_constructor_kwargs={
+                "stage_name": stage.name,
+                "cfg_dict": to_dict(cfg),
+                "out_dir": str(ctx.out_dir),
+            },
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=n),
             num_cpus=res.num_cpus,

@@ -80,6 +80,10 @@ class Stage:
     def finalize(self, ctx: StageContext) -> None:
         """Runs on the driver after all units are done (e.g. write a manifest)."""
 
+    def external_outputs(self, ctx: StageContext) -> list[Path]:
+        """Outputs outside the stage folder, removed with it when the stage is redone."""
+        return []
+
     def extra_stats(self, ctx: StageContext) -> dict[str, Any]:
         """Stage-specific figures merged into stats.json."""
         return {}

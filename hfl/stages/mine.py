@@ -55,7 +55,9 @@ class MineStage(Stage):
         items = list_inputs(self.cfg.mine.input)
         if self.limit:
             items = items[: self.limit]
-        return [WorkUnit(it.video_id, {"path": it.path, "name": it.name, "video_id": it.video_id}) for it in items]
+        return [
+            WorkUnit(it.video_id, {"path": it.path, "name": it.name, "video_id": it.video_id}) for it in items
+        ]
 
     def setup(self) -> None:
         self.detector = load_detector(self.cfg.backends.face)
@@ -67,7 +69,11 @@ class MineStage(Stage):
         suffix = Path(item["path"]).suffix.lower()
         allowed = VIDEO_EXTENSIONS + (IMAGE_EXTENSIONS if m.include_images else ())
         if suffix not in allowed:
-            yield [input_row(item, "unsupported_extension", f"'{suffix or '(none)'}' not in {', '.join(allowed)}")]
+            yield [
+                input_row(
+                    item, "unsupported_extension", f"'{suffix or '(none)'}' not in {', '.join(allowed)}"
+                )
+            ]
             return
         try:
             decoder, frames = open_frames(item["path"], m.fps, m.max_frames_per_video, m.decoder)
@@ -100,6 +106,8 @@ class MineStage(Stage):
             "height": h,
             "decoder": decoder,
             "image": encode_jpeg(rgb, self.cfg.mine.jpeg_quality),
+            "reject_reason": None,
+            "reject_detail": None,
         }
         faces = self.detector.detect(rgb)
         row["num_faces"] = len(faces)

@@ -64,10 +64,15 @@ class QualityStage(Stage):
         sharp = log_blur(rgb, lms, q.log_size, q.log_sigma)
         row.update(centroid_x=cx, centroid_y=cy, face_area=area, log_blur=sharp)
         if row["num_faces"] != q.num_faces:
-            return _reject(row, "no_face" if row["num_faces"] == 0 else "multiple_faces",
-                           f"num_faces={row['num_faces']} (need {q.num_faces})")
+            return _reject(
+                row,
+                "no_face" if row["num_faces"] == 0 else "multiple_faces",
+                f"num_faces={row['num_faces']} (need {q.num_faces})",
+            )
         if not in_central_box(cx, cy, q.center_fraction):
-            return _reject(row, "off_center", f"centroid=({cx:.3f},{cy:.3f}) outside central {q.center_fraction:g}")
+            return _reject(
+                row, "off_center", f"centroid=({cx:.3f},{cy:.3f}) outside central {q.center_fraction:g}"
+            )
         if area < q.min_face_area:
             return _reject(row, "face_too_small", f"face_area={area:.4f} < {q.min_face_area:g}")
         if sharp < q.min_log_blur:

@@ -104,10 +104,19 @@ class ShardStage(Stage):
         os.replace(tmp, tar)
         write_json_atomic(
             out / f"{name}.stats.json",
-            {"shard": f"{name}.tar", "split": split, "samples": len(keys), "bytes": tar.stat().st_size,
-             "first_key": keys[0], "last_key": keys[-1]},
+            {
+                "shard": f"{name}.tar",
+                "split": split,
+                "samples": len(keys),
+                "bytes": tar.stat().st_size,
+                "first_key": keys[0],
+                "last_key": keys[-1],
+            },
         )
         yield manifest
+
+    def external_outputs(self, ctx: StageContext) -> list[Path]:
+        return [ctx.out_dir / "shards", ctx.out_dir / "manifest.parquet"]
 
     def finalize(self, ctx: StageContext) -> None:
         parts = sorted(ctx.stage_dir(self.name).glob("part-*.parquet"))
@@ -117,8 +126,16 @@ class ShardStage(Stage):
         if tables:
             pq.write_table(pa.concat_tables(tables, promote_options="permissive"), tmp)
         else:
-            pq.write_table(pa.table({"key": pa.array([], pa.string()), "split": pa.array([], pa.string()),
-                                     "shard": pa.array([], pa.string())}), tmp)
+            pq.write_table(
+                pa.table(
+                    {
+                        "key": pa.array([], pa.string()),
+                        "split": pa.array([], pa.string()),
+                        "shard": pa.array([], pa.string()),
+                    }
+                ),
+                tmp,
+            )
         os.replace(tmp, ctx.out_dir / "manifest.parquet")
 
     def extra_stats(self, ctx: StageContext) -> dict[str, Any]:

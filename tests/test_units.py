@@ -1,0 +1,85 @@
+"""Pure functions: frame sampling, tracking, geometry, LoG, input listing."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from hfl.backends.face import FaceBackendConfig, load_detector, load_landmarker
+from hfl.imageops import hull_area_fraction, in_central_box, log_blur
+from hfl.inputs import list_inputs, video_id_for
+from hfl.tracking import Tracker
+from hfl.video import DecodeError, open_frames, sample_indices
+
+
+def test_sample_indices_rate_and_cap() -> None:
+    assert sample_indices(120, 30.0, 10.0, 100) == list(range(0, 120, 3))
+    capped = sample_indices(3000, 30.0, 10.0, 5)
+    assert len(capped) == 5 and capped[0] == 0 and capped[-1] >= 2900  # spread, not the first 5
+    assert sample_indices(1, 30.0, 2.0, 10) == [0]
+    assert sample_indices(0, 30.0, 2.0, 10) == []
+
+
+def test_tracker_links_overlapping_boxes_and_splits_far_ones() -> None:
+    t = Tracker("v", min_iou=0.3)
+    assert t.update([(0, 0, 10, 10)]) == ["v_t0"]
+    assert t.update([(1, 1, 11, 11), (50, 50, 60, 60)]) == ["v_t0", "v_t1"]
+    assert t.update([(51, 50, 61, 60)]) == ["v_t1"]
+    assert t.update([(200, 200, 210, 210)]) == ["v_t2"]
+
+
+def test_central_box_definition() -> None:
+    assert in_central_box(0.5, 0.5, 0.2)
+    assert in_central_box(0.6, 0.4, 0.2)
+    assert not in_central_box(0.61, 0.5, 0.2)
+    assert not in_central_box(0.5, 0.39, 0.2)
+
+
+def test_log_blur_separates_sharp_from_blurred_and_is_resolution_free(astronaut: np.ndarray) -> None:
+    det = load_detector(FaceBackendConfig())
+    lm = load_landmarker(FaceBackendConfig())
+    face = det.detect(astronaut)[0]
+    pts = lm.landmarks(astronaut, face)
+    sharp = log_blur(astronaut, pts)
+    blurred = log_blur(cv2.GaussianBlur(astronaut, (0, 0), 3), pts)
+    assert sharp > 50 > blurred
+    big = cv2.resize(astronaut, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    assert log_blur(big, pts * 2) == pytest.approx(sharp, rel=0.35)
+    assert 0.0 < hull_area_fraction(pts, 512, 512) < 0.1
+
+
+def test_decoding_real_video_with_decord_and_pyav(carphone) -> None:
+    dec, frames = open_frames(str(carphone), fps=2.0, cap=64)
+    got = list(frames)
+    assert dec == "decord" and [f.index for f in got] == sample_indices(120, 29.97, 2.0, 64)
+    assert got[0].rgb.shape == (144, 176, 3)
+    dec2, frames2 = open_frames(str(carphone), fps=2.0, cap=64, decoder="pyav")
+    got2 = list(frames2)
+    assert dec2 == "pyav" and [f.index for f in got2] == [f.index for f in got]
+    assert np.abs(got2[3].rgb.astype(int) - got[3].rgb.astype(int)).mean() < 3
+
+
+def test_bad_files_raise_decode_errors(bad_inputs) -> None:
+    for name, reason in [
+        ("zero.mp4", "empty_file"),
+        ("text.mp4", "decode_error"),
+        ("truncated.mp4", "decode_error"),
+    ]:
+        with pytest.raises(DecodeError) as err:
+            open_frames(str(bad_inputs / name), 2.0, 8)
+        assert err.value.reason == reason
+
+
+def test_list_inputs_folder_and_list_file(tmp_path, carphone) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.mp4").write_bytes(b"1")
+    (tmp_path / "b.mov").write_bytes(b"1")
+    (tmp_path / ".hidden.mp4").write_bytes(b"1")
+    names = [i.name for i in list_inputs(str(tmp_path))]
+    assert names == ["a/x.mp4", "b.mov"]
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# comment\n{carphone}\npkg:skimage/data/astronaut.png\n")
+    items = list_inputs(str(lst))
+    assert [i.path for i in items][0] == str(carphone) and items[1].path.endswith("astronaut.png")
+    assert video_id_for("a/x.mp4") == video_id_for("a/x.mp4") != video_id_for("b/x.mp4")
