@@ -45,7 +45,7 @@ class MineStage(Stage):
     def config_section(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"mine": asdict(self.cfg.mine), "face": asdict(self.cfg.backends.face)}
+        return {"mine": asdict(self.cfg.mine), "face": asdict(self.cfg.backends.face), "limit": self.limit}
 
     def thresholds(self) -> dict[str, Any]:
         m = self.cfg.mine
