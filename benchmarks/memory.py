@@ -141,7 +141,7 @@ def main() -> None:
                 f"of {r['wall']:.1f}s; {r['samples']} samples, up to {r['procs']} processes"
             )
             for label, rss in sorted(r["parts"].items(), key=lambda kv: -sum(kv[1])):
-                print(f"    {label:<34} {len(rss):2d} proc  {sum(rss) / MB:7.0f} MB")
+                print(f"    {label:<48} {len(rss):2d} proc  {sum(rss) / MB:7.0f} MB")
         ratio = res[a.large]["peak"] / res[a.small]["peak"]
         print(
             f"memory ratio: {ratio:.2f} (target <= 1.2; peak {res[a.large]['peak'] / MB:.0f} MB "

@@ -100,3 +100,39 @@ def test_quality_reasons_on_real_frames(tmp_path, carphone, astronaut) -> None:
     for r, name in zip(out[4:], variants, strict=True):
         assert r["reject_reason"] == name, (name, r["reject_detail"])
         assert r["reject_detail"]
+
+
+def test_unexpected_failure_is_recorded_not_fatal(tmp_path, carphone) -> None:
+    import dataclasses
+    import json
+
+    import pyarrow.parquet as pq
+
+    from hfl.config import to_dict
+    from hfl.engine.runner import UnitWorker
+
+    cfg = PipelineConfig()
+    worker = UnitWorker("mine", to_dict(cfg), str(tmp_path))
+    (tmp_path / "stages/mine").mkdir(parents=True)
+
+    def boom(image):
+        raise RuntimeError("detector exploded")
+
+    worker.stage.detector.detect = boom
+    unit = WorkUnit("v", {"path": str(carphone), "name": "v.mp4", "video_id": "v"})
+    out = worker({"unit": np.array([json.dumps(dataclasses.asdict(unit))])})
+    assert out["unit"] == ["v"]
+    rows = pq.read_table(tmp_path / "stages/mine/part-v.parquet").to_pylist()
+    assert [r["reject_reason"] for r in rows] == ["error"]
+    assert "detector exploded" in rows[0]["reject_detail"]
+
+
+def test_quality_row_error_is_recorded(carphone) -> None:
+    rows = mine_rows(carphone)
+    good = next(r for r in rows if r["reject_reason"] is None)
+    q = QualityStage(PipelineConfig())
+    q.setup()
+    broken = {**good, "image": b"not a jpeg"}
+    out = q.judge_safely(broken, {})
+    assert out["reject_reason"] == "error" and "not a decodable image" in out["reject_detail"]
+    assert q.judge_safely(good, {})["reject_reason"] is None

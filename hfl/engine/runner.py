@@ -79,9 +79,12 @@ class UnitWorker:
         sdir = self.ctx.stage_dir(self.stage.name)
         for raw in batch["unit"]:
             unit = WorkUnit(**json.loads(raw))
-            counts = write_part(
-                sdir / f"part-{unit.id}.parquet", self.stage.run_unit(unit, self.ctx), self.stage.schema
-            )
+            part = sdir / f"part-{unit.id}.parquet"
+            try:
+                counts = write_part(part, self.stage.run_unit(unit, self.ctx), self.stage.schema)
+            except Exception as exc:  # one bad input must not stop the build: record it on the unit
+                log.warning("[%s] unit %s failed: %r", self.stage.name, unit.id, exc)
+                counts = write_part(part, [self.stage.error_rows(unit, exc)], self.stage.schema)
             out["unit"].append(unit.id)
             out["counts"].append(json.dumps(counts))
         return out

@@ -77,6 +77,10 @@ class Stage:
         """Yield batches of output rows for one unit (every row seen, with reject_reason)."""
         raise NotImplementedError
 
+    def error_rows(self, unit: WorkUnit, exc: Exception) -> list[dict[str, Any]]:
+        """Rows recording an unexpected failure of a whole unit; the default re-raises (fails the build)."""
+        raise exc
+
     def finalize(self, ctx: StageContext) -> None:
         """Runs on the driver after all units are done (e.g. write a manifest)."""
 

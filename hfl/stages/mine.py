@@ -92,6 +92,9 @@ class MineStage(Stage):
             batch.append(input_row(item, "decode_error_midstream", exc.detail, decoder))
         yield batch
 
+    def error_rows(self, unit: WorkUnit, exc: Exception) -> list[dict[str, Any]]:
+        return [input_row(unit.payload, "error", f"{type(exc).__name__}: {exc}"[:500])]
+
     def _frame_row(
         self, item: dict[str, str], decoder: str, index: int, ts: float, rgb: np.ndarray, tracker: Tracker
     ) -> dict[str, Any]:

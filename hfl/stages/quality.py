@@ -51,7 +51,14 @@ class QualityStage(Stage):
         pf = pq.ParquetFile(unit.payload["path"])
         for batch in pf.iter_batches(batch_size=self.resources().batch_size):
             rows = [r for r in batch.to_pylist() if r.get("reject_reason") is None]
-            yield [self.judge(r, history) for r in rows]
+            yield [self.judge_safely(r, history) for r in rows]
+
+    def judge_safely(self, row: dict[str, Any], history: dict[str, deque[np.ndarray]]) -> dict[str, Any]:
+        """judge(), with an unexpected failure on one row recorded as reason `error` on that row."""
+        try:
+            return self.judge(dict(row), history)
+        except Exception as exc:
+            return _reject(row, "error", f"{type(exc).__name__}: {exc}"[:500])
 
     def judge(self, row: dict[str, Any], history: dict[str, deque[np.ndarray]]) -> dict[str, Any]:
         """Measure and decide one frame row; the first failed check names the reason."""
