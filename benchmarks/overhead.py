@@ -223,7 +223,8 @@ def report(a: argparse.Namespace, base: dict[str, Any], b: dict[str, Any], out: 
     per_q = ops["quality"] / n
     tm, tq = timeline(out, "mine"), timeline(out, "quality")
     steady_ratio = (tm["steady_per_unit"] + tq["steady_per_unit"]) * par / max(per_mine + per_q, 1e-9)
-    fixed = stages_s - (tm["steady_per_unit"] + tq["steady_per_unit"]) * n / par
+    # steady_per_unit is wall time between finished units, so it already reflects the workers' parallelism
+    fixed = stages_s - (tm["steady_per_unit"] + tq["steady_per_unit"]) * n
     print(
         f"steady state per video: build mine {tm['steady_per_unit']:.3f}s + quality "
         f"{tq['steady_per_unit']:.3f}s vs loop {per_mine:.3f}s + {per_q:.3f}s -> ratio {steady_ratio:.2f}"
@@ -234,7 +235,7 @@ def report(a: argparse.Namespace, base: dict[str, Any], b: dict[str, Any], out: 
         f"= first unit minus a steady unit: mine {startup['mine']:.1f}s, quality {startup['quality']:.1f}s)"
     )
     # ratio(N) = (F + N * s_build) / (L + N * s_loop); solve ratio(N) = target for N
-    s_build = (tm["steady_per_unit"] + tq["steady_per_unit"]) / par
+    s_build = tm["steady_per_unit"] + tq["steady_per_unit"]
     s_loop = (per_mine + per_q) / par
     for label, fixed_cost in (("without", fixed), ("with", fixed + b["ray_init_s"])):
         denom = 1.15 * s_loop - s_build
