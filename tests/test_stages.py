@@ -112,7 +112,7 @@ def test_unexpected_failure_is_recorded_not_fatal(tmp_path, carphone) -> None:
     from hfl.engine.runner import UnitWorker
 
     cfg = PipelineConfig()
-    worker = UnitWorker("mine", to_dict(cfg), str(tmp_path))
+    worker = UnitWorker(["mine"], to_dict(cfg), str(tmp_path))
     (tmp_path / "stages/mine").mkdir(parents=True)
 
     def boom(image):

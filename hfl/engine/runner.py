@@ -59,9 +59,12 @@ def worker_count(cfg: PipelineConfig, per_worker_cpus: float) -> int:
 
 
 class UnitWorker:
-    """Ray Data actor: builds the stage once (models loaded once), then runs whole units."""
+    """Ray Data actor: builds its stages once (models loaded once), then runs whole units.
 
-    def __init__(self, stage_name: str, cfg_dict: dict[str, Any], out_dir: str) -> None:
+    With several stages (a fused chain of unit-aligned stages), each unit runs through all of them in turn:
+    stage i+1 reads the part stage i has just written. Parts that exist already are skipped (resume)."""
+
+    def __init__(self, stage_names: list[str], cfg_dict: dict[str, Any], out_dir: str) -> None:
         import cv2
 
         from hfl.config import PipelineConfig, _build
@@ -70,23 +73,31 @@ class UnitWorker:
         cv2.setNumThreads(1)
         errors: list[str] = []
         cfg = _build(PipelineConfig, cfg_dict, "", errors)
-        self.stage: Stage = STAGES[stage_name](cfg)
-        self.stage.setup()
+        self.stages: list[Stage] = [STAGES[name](cfg) for name in stage_names]
+        for st in self.stages:
+            st.setup()
+        self.stage = self.stages[0]
         self.ctx = StageContext(Path(out_dir))
 
+    def run_one(self, stage: Stage, unit: WorkUnit) -> Path:
+        part = self.ctx.stage_dir(stage.name) / f"part-{unit.id}.parquet"
+        if part.exists():
+            return part
+        try:
+            write_part(part, stage.run_unit(unit, self.ctx), stage.schema)
+        except Exception as exc:  # one bad input must not stop the build: record it on the unit
+            log.warning("[%s] unit %s failed: %r", stage.name, unit.id, exc)
+            write_part(part, [stage.error_rows(unit, exc)], stage.schema)
+        return part
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"unit": [], "counts": []}
-        sdir = self.ctx.stage_dir(self.stage.name)
+        out: dict[str, list[Any]] = {"unit": []}
         for raw in batch["unit"]:
             unit = WorkUnit(**json.loads(raw))
-            part = sdir / f"part-{unit.id}.parquet"
-            try:
-                counts = write_part(part, self.stage.run_unit(unit, self.ctx), self.stage.schema)
-            except Exception as exc:  # one bad input must not stop the build: record it on the unit
-                log.warning("[%s] unit %s failed: %r", self.stage.name, unit.id, exc)
-                counts = write_part(part, [self.stage.error_rows(unit, exc)], self.stage.schema)
+            part = self.run_one(self.stages[0], unit)
+            for st in self.stages[1:]:
+                part = self.run_one(st, st.unit_for_part(part))
             out["unit"].append(unit.id)
-            out["counts"].append(json.dumps(counts))
         return out
 
 
@@ -123,14 +134,14 @@ class StageResult:
     stats: dict[str, Any]
 
 
-def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, force: bool) -> StageResult:
-    import ray
-
+def prepare_stage(stage: Stage, ctx: StageContext, chash: str, force: bool) -> dict[str, Any] | None:
+    """Return the stats of a stage that is done with this config (skip it); else make its folder ready:
+    wiped when the config changed or --force, kept (for resume) otherwise."""
     sdir = ctx.stage_dir(stage.name)
     done = read_stats(sdir)
     if done and done.get("config_hash") == chash and not force:
         print(f"[{stage.name}] done already (config {chash}); skipped. Use --force to redo.")
-        return StageResult(stage.name, True, done)
+        return done
     state = sdir / "_state.json"
     prev = json.loads(state.read_text()).get("config_hash") if state.is_file() else None
     if sdir.exists() and (force or done or prev != chash):
@@ -140,33 +151,51 @@ def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, 
     sdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state, {"config_hash": chash})
     clean_tmp(sdir)
+    return None
 
-    t0 = time.time()
-    units = stage.plan(ctx)
-    pending = [u for u in units if not (sdir / f"part-{u.id}.parquet").exists()]
+
+def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) -> None:
+    """Run the units of chain[0] through every stage of the chain on one Ray Data actor pool."""
+    import ray
+
+    head = chain[0]
+    units = head.plan(ctx)
+
+    def done(u: WorkUnit) -> bool:
+        return all((ctx.stage_dir(st.name) / f"part-{u.id}.parquet").exists() for st in chain)
+
+    pending = [u for u in units if not done(u)]
+    names = "+".join(st.name for st in chain)
     if len(pending) < len(units):
-        print(f"[{stage.name}] resuming: {len(units) - len(pending)} of {len(units)} units already done")
-    if pending:
-        res = stage.resources()
-        n = min(worker_count(cfg, res.num_cpus), len(pending))
-        items = [{"unit": json.dumps(dataclasses.asdict(u))} for u in pending]
-        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-            UnitWorker,
-            fn_constructor_kwargs={
-                "stage_name": stage.name,
-                "cfg_dict": to_dict(cfg),
-                "out_dir": str(ctx.out_dir),
-            },
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=n),
-            num_cpus=res.num_cpus,
-            num_gpus=res.num_gpus or None,
-            memory=res.memory_mb * 1024 * 1024 or None,
-        )
-        bar = tqdm(total=len(pending), desc=f"{stage.name} ({n} workers)", unit="unit", dynamic_ncols=True)
-        for _ in ds.iter_rows():
-            bar.update(1)
-        bar.close()
+        print(f"[{names}] resuming: {len(units) - len(pending)} of {len(units)} units already done")
+    if not pending:
+        return
+    res = [st.resources() for st in chain]
+    cpus = max(r.num_cpus for r in res)
+    n = min(worker_count(cfg, cpus), len(pending))
+    items = [{"unit": json.dumps(dataclasses.asdict(u))} for u in pending]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        UnitWorker,
+        fn_constructor_kwargs={
+            "stage_names": [st.name for st in chain],
+            "cfg_dict": to_dict(cfg),
+            "out_dir": str(ctx.out_dir),
+        },
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=n),
+        num_cpus=cpus,
+        num_gpus=max(r.num_gpus for r in res) or None,
+        memory=max(r.memory_mb for r in res) * 1024 * 1024 or None,
+    )
+    bar = tqdm(total=len(pending), desc=f"{names} ({n} workers)", unit="unit", dynamic_ncols=True)
+    for _ in ds.iter_rows():
+        bar.update(1)
+    bar.close()
+
+
+def finish_stage(stage: Stage, ctx: StageContext, chash: str, seconds: float, units: int) -> dict[str, Any]:
+    """Finalize, count rows per reason, write stats.json (which marks the stage done), print a summary."""
+    sdir = ctx.stage_dir(stage.name)
     stage.finalize(ctx)
     rows, counts = reason_counts(sdir)
     kept = counts.pop("", 0)
@@ -175,8 +204,8 @@ def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, 
         "rows_in": rows,
         "kept": kept,
         "rejected": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
-        "units": len(units),
-        "seconds": round(time.time() - t0, 3),
+        "units": units,
+        "seconds": round(seconds, 3),
         "config_hash": chash,
         "output": str(sdir),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -184,8 +213,19 @@ def run_stage(stage: Stage, ctx: StageContext, cfg: PipelineConfig, chash: str, 
     stats.update(stage.extra_stats(ctx))
     write_json_atomic(sdir / "stats.json", stats)
     rej = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items()) or "none"
-    print(f"[{stage.name}] in {rows}, kept {kept}, rejected: {rej}; {stats['seconds']:.1f}s -> {sdir}")
-    return StageResult(stage.name, False, stats)
+    print(f"[{stage.name}] in {rows}, kept {kept}, rejected: {rej}; {seconds:.1f}s -> {sdir}")
+    return stats
+
+
+def chains(stages: list[Stage]) -> list[list[Stage]]:
+    """Group consecutive stages into chains: a unit-aligned stage joins the chain of its only input."""
+    out: list[list[Stage]] = []
+    for st in stages:
+        if out and st.unit_aligned and st.inputs == (out[-1][-1].name,):
+            out[-1].append(st)
+        else:
+            out.append([st])
+    return out
 
 
 def run_build(
@@ -207,16 +247,38 @@ def run_build(
     hashes = stage_hashes(cfg, objs)
     ctx = StageContext(out_dir)
     init_ray(cfg, ray_address)
-    results = []
+    todo: list[Stage] = []
+    results: list[StageResult] = []
     for name in cfg.stages:
         if name not in stages:
             continue
         for up in objs[name].inputs:
             ustats = read_stats(ctx.stage_dir(up))
-            if up in cfg.stages and (not ustats or ustats.get("config_hash") != hashes[up]):
+            upstream_runs = any(st.name == up for st in todo)
+            if (
+                up in cfg.stages
+                and not upstream_runs
+                and (not ustats or ustats.get("config_hash") != hashes[up])
+            ):
                 raise RuntimeError(
                     f"stage '{name}' needs '{up}' done with the current config; run --stage {up} first "
                     f"(or --stage all)"
                 )
-        results.append(run_stage(objs[name], ctx, cfg, hashes[name], force))
+        done = prepare_stage(objs[name], ctx, hashes[name], force)
+        if done is not None:
+            results.append(StageResult(name, True, done))
+        else:
+            todo.append(objs[name])
+    for chain in chains(todo):
+        t0 = time.time()
+        n_units = len(chain[0].plan(ctx))
+        execute_chain(chain, ctx, cfg)
+        for st in chain:
+            units = n_units if st is chain[0] else len(st.plan(ctx))
+            stats = finish_stage(st, ctx, hashes[st.name], time.time() - t0, units)
+            if len(chain) > 1:
+                stats["fused_with"] = [s.name for s in chain]
+                write_json_atomic(ctx.stage_dir(st.name) / "stats.json", stats)
+            results.append(StageResult(st.name, False, stats))
+    results.sort(key=lambda r: cfg.stages.index(r.name))
     return results

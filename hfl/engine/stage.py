@@ -49,6 +49,9 @@ class Stage:
     outputs: ClassVar[tuple[str, ...]] = ()  # columns this stage adds
     schema: ClassVar[pa.Schema | None] = None  # schema of the rows written (None: inferred)
     description: ClassVar[str] = ""
+    # True when plan() makes exactly one unit per part of the single input stage, with the same id:
+    # such a stage runs fused with its input stage, on the same actors, unit by unit.
+    unit_aligned: ClassVar[bool] = False
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
@@ -68,6 +71,10 @@ class Stage:
 
     # ------------------------------------------------------------------ work
     def plan(self, ctx: StageContext) -> list[WorkUnit]:
+        raise NotImplementedError
+
+    def unit_for_part(self, part: Path) -> WorkUnit:
+        """The unit that processes one part of the input stage (unit-aligned stages only)."""
         raise NotImplementedError
 
     def setup(self) -> None:

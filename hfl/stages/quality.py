@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ class QualityStage(Stage):
     outputs = ("centroid_x", "centroid_y", "face_area", "log_blur", "quality", "quality_backend")
     schema = QUALITY_SCHEMA
     description = "keep frames with exactly one centred, large, sharp, good-quality face"
+    unit_aligned = True
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=32)
@@ -40,8 +42,10 @@ class QualityStage(Stage):
         }
 
     def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        parts = sorted(ctx.stage_dir("mine").glob("part-*.parquet"))
-        return [WorkUnit(p.stem.removeprefix("part-"), {"path": str(p)}) for p in parts]
+        return [self.unit_for_part(p) for p in sorted(ctx.stage_dir("mine").glob("part-*.parquet"))]
+
+    def unit_for_part(self, part: Path) -> WorkUnit:
+        return WorkUnit(part.stem.removeprefix("part-"), {"path": str(part)})
 
     def setup(self) -> None:
         self.scorer = load_quality_scorer(self.cfg.backends.quality)
