@@ -216,3 +216,21 @@ def test_kill_9_during_mine_then_resume(tmp_path, carphone) -> None:
         got, want = _stage_rows(out, stage), _stage_rows(fresh, stage)
         assert got == want and len(got) == len(set(got)), stage
     assert len(_stage_rows(out, "mine")) == 8 * 64  # max_frames_per_video caps 120 frames at 64
+
+
+def test_cli_report_and_stages(built: Path) -> None:
+    proc = subprocess.run(hfl_cmd("report", str(built)), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    html = (built / "report/index.html").read_text()
+    for stage in ("mine", "quality", "shard"):
+        assert stage in html
+    for stage in ("mine", "quality"):
+        for reason in json.loads((built / "stages" / stage / "stats.json").read_text())["rejected"]:
+            assert reason in html, reason
+    proc = subprocess.run(hfl_cmd("stages"), capture_output=True, text=True)
+    assert proc.returncode == 0
+    needles = ("mine", "quality", "shard", "log_blur=50.0", "face_area=0.07", "quality=0.5", "resources:")
+    for needle in needles:
+        assert needle in proc.stdout, needle
+    proc = subprocess.run(hfl_cmd("report", str(built / "nope")), capture_output=True, text=True)
+    assert proc.returncode == 2 and "no build" in proc.stderr

@@ -73,6 +73,10 @@ class _Lazy:
                     self._model = self._load()
         return self._model
 
+    def load(self) -> None:
+        """Load the model now (workers call this in setup so the first unit does not pay for it)."""
+        self._get()
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_model"] = None

@@ -150,6 +150,10 @@ class FanLandmarker:
         net.load_state_dict(state)
         return net.to(self.device)
 
+    def load(self) -> None:
+        """Load the model now (workers call this in setup so the first unit does not pay for it)."""
+        self._get()
+
     def _get(self) -> Any:
         if self._net is None:
             with self._lock:

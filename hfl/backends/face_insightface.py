@@ -161,6 +161,10 @@ class _OnnxModel:
                     self._session = sess
         return self._session
 
+    def load(self) -> None:
+        """Load the ONNX session now (workers call this in setup so the first unit does not pay for it)."""
+        self._session_get()
+
     def _on_load(self, sess: Any) -> None:
         pass
 

@@ -62,6 +62,10 @@ class MineStage(Stage):
     def setup(self) -> None:
         self.detector = load_detector(self.cfg.backends.face)
         self.landmarker = load_landmarker(self.cfg.backends.face)
+        for backend in (self.detector, self.landmarker):
+            warm = getattr(backend, "load", None)  # backends that load lazily expose load()
+            if callable(warm):
+                warm()
 
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         item = unit.payload
