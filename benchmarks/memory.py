@@ -12,11 +12,7 @@ the same measure for both sizes, which is what the ratio needs.
 
 from __future__ import annotations
 
-import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
@@ -26,7 +22,15 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_env, hfl_command, load_note, make_inputs, stage_stats, write_config  # noqa: E402
+from _common import (  # noqa: E402
+    bench_config,
+    bench_dir,
+    bench_parser,
+    hfl_command,
+    load_note,
+    run_hfl,
+    stage_stats,
+)
 
 MB = 1024 * 1024
 
@@ -90,19 +94,19 @@ class Watcher(threading.Thread):
 
 
 def measure(config: Path, out: Path, workers: int, interval: float) -> dict[str, Any]:
-    cmd = hfl_command(config, out, workers)
-    with out.with_suffix(".log").open("wb") as fh:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=bench_env())
-        w = Watcher(proc.pid, interval)
-        w.start()
-        proc.wait()
-        wall = time.perf_counter() - t0
-        w.stop.set()
-        w.join()
-    if proc.returncode != 0:
-        sys.stderr.write(out.with_suffix(".log").read_text()[-4000:])
-        raise SystemExit(f"hfl build failed ({proc.returncode})")
+    watchers: list[Watcher] = []
+
+    def watch(pid: int) -> None:
+        watchers.append(Watcher(pid, interval))
+        watchers[-1].start()
+
+    try:
+        wall, _ = run_hfl(hfl_command(config, out, workers), out.with_suffix(".log"), watch)
+    finally:
+        for w in watchers:
+            w.stop.set()
+            w.join()
+    w = watchers[0]
     return {
         "wall": wall,
         "peak": w.peak,
@@ -115,26 +119,20 @@ def measure(config: Path, out: Path, workers: int, interval: float) -> dict[str,
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__, "2 vs 4 copies")
     ap.add_argument("--small", type=int, default=10, help="input videos, small run")
     ap.add_argument("--large", type=int, default=40, help="input videos, large run")
-    ap.add_argument("--fps", type=float, default=30.0, help="mine.fps")
-    ap.add_argument("--cap", type=int, default=64, help="mine.max_frames_per_video")
     ap.add_argument("--workers", type=int, default=0, help="ray.workers (0 = one per CPU)")
     ap.add_argument("--interval", type=float, default=0.2, help="sampling period, seconds")
-    ap.add_argument("--quick", action="store_true", help="2 vs 4 copies (smoke test, < 1 min)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     a = ap.parse_args()
     if a.quick:
         a.small, a.large = 2, 4
-    tmp = Path(tempfile.mkdtemp(prefix="hfl-bench-memory-"))
-    try:
+    with bench_dir("hfl-bench-memory-", a.keep) as tmp:
         head = f"memory: {a.small} vs {a.large} videos, fps {a.fps:g}, cap {a.cap}, workers {a.workers}"
         print(f"{head}; {load_note()}")
         res = {}
         for n in (a.small, a.large):
-            inputs = make_inputs(tmp / f"inputs-{n}", n)
-            config = write_config(tmp / f"bench-{n}.yaml", inputs, a.fps, a.cap)
+            config = bench_config(tmp, f"-{n}", n, a.fps, a.cap)
             r = res[n] = measure(config, tmp / f"build-{n}", a.workers, a.interval)
             print(
                 f"{n} videos ({r['frames']} frames): peak RSS {r['peak'] / MB:.0f} MB at {r['peak_at']:.1f}s "
@@ -147,11 +145,6 @@ def main() -> None:
             f"memory ratio: {ratio:.2f} (target <= 1.2; peak {res[a.large]['peak'] / MB:.0f} MB "
             f"vs {res[a.small]['peak'] / MB:.0f} MB)"
         )
-        if a.keep:
-            print(f"kept {tmp}")
-    finally:
-        if not a.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 ops in a plain Python loop on the same frames, with the same number of workers (1 by default).
 
 Each side runs in its own fresh Python process:
-  build     load_config + validate, then `init_ray` (timed alone = Ray start-up) and `run_build` (what
-            `hfl build` calls) once per stage; per-stage seconds from DIR/stages/<stage>/stats.json.
+  build     load_config + validate, then `init_ray` (timed alone = Ray start-up) and one `run_build` over
+            both stages (what `hfl build` calls), which fuses mine -> quality into one chain on one actor
+            pool; the timeline per unit comes from the times the mine and quality parts were written.
   baseline  load the same models, then per video: open_frames -> JPEG encode -> detect -> track ->
             landmarks, and per kept frame QualityStage.judge (decode JPEG, geometry, LoG, BRISQUE).
 Imports are timed on both sides but left out of the ratios.
@@ -19,13 +20,20 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import STAGES, bench_env, load_note, make_inputs, timeline, write_config  # noqa: E402
+from _common import (  # noqa: E402
+    STAGES,
+    bench_config,
+    bench_dir,
+    bench_env,
+    bench_parser,
+    build_timeline,
+    load_note,
+)
 
 # ---------------------------------------------------------------------------- children
 
@@ -43,12 +51,10 @@ def child_build(config: Path, out: Path, workers: int) -> dict[str, Any]:
     t = time.perf_counter()
     init_ray(cfg)
     res["ray_init_s"] = time.perf_counter() - t
-    res["stage_wall_s"], res["stage_start"] = {}, {}
-    for st in STAGES:
-        res["stage_start"][st] = time.time()
-        t = time.perf_counter()
-        run_build(cfg, out, [st])
-        res["stage_wall_s"][st] = time.perf_counter() - t
+    res["build_start"] = time.time()
+    t = time.perf_counter()
+    run_build(cfg, out, list(STAGES))  # one call, as `hfl build --stage mine,quality`: the stages fuse
+    res["build_s"] = time.perf_counter() - t
     t = time.perf_counter()
     ray.shutdown()
     res["ray_shutdown_s"] = time.perf_counter() - t
@@ -153,13 +159,9 @@ def run_child(kind: str, args: list[str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = bench_parser(__doc__, "3 copies")
     ap.add_argument("--copies", type=int, default=16, help="input videos (copies of the real clip)")
-    ap.add_argument("--fps", type=float, default=30.0, help="mine.fps (30: every frame, capped at --cap)")
-    ap.add_argument("--cap", type=int, default=64, help="mine.max_frames_per_video")
     ap.add_argument("--workers", type=int, default=1, help="ray.workers for the build (baseline: 1 process)")
-    ap.add_argument("--quick", action="store_true", help="3 copies (smoke test, < 1 min)")
-    ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     ap.add_argument("--child", choices=["build", "baseline"], help=argparse.SUPPRESS)
     ap.add_argument("--config", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -173,22 +175,13 @@ def main() -> None:
     if a.quick:
         a.copies = 3
 
-    tmp = Path(tempfile.mkdtemp(prefix="hfl-bench-overhead-"))
-    try:
-        inputs = make_inputs(tmp / "inputs", a.copies)
-        config = write_config(tmp / "bench.yaml", inputs, a.fps, a.cap)
+    with bench_dir("hfl-bench-overhead-", a.keep) as tmp:
+        config = bench_config(tmp, "", a.copies, a.fps, a.cap)
         out = tmp / "build"
         print(f"overhead: {a.copies} videos, fps {a.fps:g}, cap {a.cap}, workers {a.workers}; {load_note()}")
         base = run_child("baseline", ["--config", str(config)])
         b = run_child("build", ["--config", str(config), "--out", str(out), "--workers", str(a.workers)])
         report(a, base, b, out)
-        if a.keep:
-            print(f"kept {tmp}")
-    finally:
-        if not a.keep:
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def report(a: argparse.Namespace, base: dict[str, Any], b: dict[str, Any], out: Path) -> None:
@@ -198,8 +191,9 @@ def report(a: argparse.Namespace, base: dict[str, Any], b: dict[str, Any], out: 
     base_total = base["model_load_s"] + base["loop_s"]
     par = max(1, min(a.workers, os.cpu_count() or 1))
     base_eff = base_total / par  # ideal parallel baseline when comparing against >1 worker
-    stages_s = sum(b["stage_wall_s"].values())
-    with_ray = b["ray_init_s"] + stages_s
+    build_s = b["build_s"]
+    with_ray = b["ray_init_s"] + build_s
+    tl = build_timeline(out, b["build_start"])
     print(f"\nframes: {frames} mined by the build, {base['frames']} by the loop (kept {base['kept']})")
     print("plain loop (1 process):")
     print(f"  imports {base['import_s']:.2f}s (not counted), model load {base['model_load_s']:.2f}s")
@@ -209,33 +203,34 @@ def report(a: argparse.Namespace, base: dict[str, Any], b: dict[str, Any], out: 
     print(f"build (ray.workers={a.workers}):")
     print(f"  imports {b['import_s']:.2f}s (not counted), Ray start-up (init_ray alone) ", end="")
     print(f"{b['ray_init_s']:.2f}s")
-    for st in STAGES:
-        tl = timeline(out, st)
-        print(
-            f"  {st:<8} {b['stage_wall_s'][st]:6.2f}s wall (stats.json {tl['seconds']:.2f}s): "
-            f"first unit done after {tl['first_unit_done']:.2f}s (actor start + model load + 1 unit), "
-            f"then {tl['steady_per_unit']:.3f}s/unit x {tl['units'] - 1}, tail {tl['tail']:.2f}s"
-        )
+    stage_s = ", ".join(f"{st} {s:.2f}s" for st, s in tl["stage_seconds"].items())
+    how = "fused: one chain, one actor pool" if tl["fused"] else "NOT fused: one pool per stage"
+    print(f"  run_build mine+quality {build_s:.2f}s wall ({how}; stats.json seconds {stage_s})")
+    print(
+        f"  timeline: first mine part after {tl['first_mine_done']:.2f}s, first unit done (quality part) "
+        f"after {tl['first_unit_done']:.2f}s (actor start + imports + both models + 1 unit), then "
+        f"{tl['steady_per_unit']:.3f}s/unit x {tl['units'] - 1}, tail {tl['tail']:.2f}s"
+    )
     print(f"  ray.shutdown {b['ray_shutdown_s']:.2f}s (not counted)")
     ops = base["ops_s"]
     n = max(1, a.copies)
     per_mine = (ops["decode"] + ops["jpeg"] + ops["detect"] + ops["track"] + ops["landmarks"]) / n
     per_q = ops["quality"] / n
-    tm, tq = timeline(out, "mine"), timeline(out, "quality")
-    steady_ratio = (tm["steady_per_unit"] + tq["steady_per_unit"]) * par / max(per_mine + per_q, 1e-9)
-    # steady_per_unit is wall time between finished units, so it already reflects the workers' parallelism
-    fixed = stages_s - (tm["steady_per_unit"] + tq["steady_per_unit"]) * n
+    # steady_per_unit is wall time between finished units, so it already reflects the workers' parallelism;
+    # times par it is one actor's time per unit, of which quality_part is the quality share
+    s_build = tl["steady_per_unit"]
+    q_part = tl["quality_part"]
+    steady_ratio = s_build * par / max(per_mine + per_q, 1e-9)
     print(
-        f"steady state per video: build mine {tm['steady_per_unit']:.3f}s + quality "
-        f"{tq['steady_per_unit']:.3f}s vs loop {per_mine:.3f}s + {per_q:.3f}s -> ratio {steady_ratio:.2f}"
+        f"steady state per video: build {s_build:.3f}s (mine ~{s_build * par - q_part:.3f}s + quality part "
+        f"{q_part:.3f}s) vs loop {per_mine:.3f}s + {per_q:.3f}s -> ratio {steady_ratio:.2f}"
     )
-    startup = {st: t["first_unit_done"] - t["steady_per_unit"] for st, t in (("mine", tm), ("quality", tq))}
+    fixed = build_s - s_build * n
     print(
-        f"fixed cost in the build's stages beyond steady state: ~{fixed:.1f}s (per-stage actor start-up, "
-        f"= first unit minus a steady unit: mine {startup['mine']:.1f}s, quality {startup['quality']:.1f}s)"
+        f"fixed cost in run_build beyond steady state: ~{fixed:.1f}s (chain start-up = first unit minus a "
+        f"steady unit: {tl['first_unit_done'] - s_build:.1f}s; the rest: planning, finalize, stats)"
     )
     # ratio(N) = (F + N * s_build) / (L + N * s_loop); solve ratio(N) = target for N
-    s_build = tm["steady_per_unit"] + tq["steady_per_unit"]
     s_loop = (per_mine + per_q) / par
     for label, fixed_cost in (("without", fixed), ("with", fixed + b["ray_init_s"])):
         denom = 1.15 * s_loop - s_build
@@ -243,9 +238,9 @@ def report(a: argparse.Namespace, base: dict[str, Any], b: dict[str, Any], out: 
         print(f"  projected: ratio <= 1.15 {label} Ray start-up from ~{need:.0f} videos of this clip")
     if par > 1:
         print(f"(baseline divided by {par} = ideal {par}-way parallel loop)")
-    r_no_ray = stages_s / base_eff
+    r_no_ray = build_s / base_eff
     r_ray = with_ray / base_eff
-    print(f"build time without Ray start-up: {stages_s:.2f}s -> ratio {r_no_ray:.2f}")
+    print(f"build time without Ray start-up: {build_s:.2f}s -> ratio {r_no_ray:.2f}")
     print(f"build time with Ray start-up:    {with_ray:.2f}s -> ratio {r_ray:.2f}")
     print(f"overhead ratio: {r_ray:.2f} (target <= 1.15; {r_no_ray:.2f} without Ray start-up)")
 
