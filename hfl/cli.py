@@ -38,6 +38,9 @@ def build(
 
     Every row each stage saw is written to DIR/stages/<stage>/*.parquet (rejected rows with reject_reason),
     with DIR/stages/<stage>/stats.json marking the stage done.
+
+    Examples:  hfl build -c pipelines/demo.yaml -o demo-out
+               hfl build -c pipelines/demo.yaml -o demo-out --stage quality --set quality.min_log_blur=40
     """
     from hfl.config import ConfigError, load_config, validate
 
