@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 
 class BackendUnavailable(RuntimeError):
     """A backend cannot be loaded: missing weight files or missing optional package."""
+
+
+class DropsModelWhenPickled:
+    """Mixin for lazily loaded backends: pickling (e.g. into Ray workers) drops the loaded model and the
+    load lock; the copy loads its model again on first use."""
+
+    _model_attr: ClassVar[str] = "_model"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state[self._model_attr] = None
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hfl.backends.base import BackendUnavailable, FaceBox
+from hfl.backends.base import BackendUnavailable, DropsModelWhenPickled, FaceBox
 from hfl.backends.face import DLIB_FILES, dlib_models_dir
 
 DLIB_SAME_PERSON_DISTANCE = 0.6  # dlib's standard threshold on raw 128-d descriptor distance
@@ -54,7 +54,7 @@ def _dlib_rect(dlib: Any, box: FaceBox) -> Any:
     return dlib.rectangle(x0, y0, x1 - 1, y1 - 1)
 
 
-class _Lazy:
+class _Lazy(DropsModelWhenPickled):
     """Loads its dlib model on first use, once per instance; drops it when pickled."""
 
     _model: Any = None
@@ -76,16 +76,6 @@ class _Lazy:
     def load(self) -> None:
         """Load the model now (workers call this in setup so the first unit does not pay for it)."""
         self._get()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_model"] = None
-        state.pop("_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 class DlibDetector(_Lazy):

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hfl.backends.base import BackendUnavailable, FaceBox
+from hfl.backends.base import BackendUnavailable, DropsModelWhenPickled, FaceBox
 
 CROP_RESOLUTION = 256
 SCALE_FACTOR = 200.0
@@ -95,10 +95,11 @@ def heatmaps_to_points(hm: np.ndarray, center: np.ndarray, scale: float) -> tupl
     return pts.astype(np.float32), scores
 
 
-class FanLandmarker:
+class FanLandmarker(DropsModelWhenPickled):
     """face-alignment 2D-FAN landmarker (iBUG-68) from a local TorchScript checkpoint."""
 
     name = "fan"
+    _model_attr = "_net"
 
     def __init__(
         self,
@@ -191,13 +192,3 @@ class FanLandmarker:
         crop = fan_crop(np.ascontiguousarray(image, dtype=np.uint8), center, scale)
         pts, _ = heatmaps_to_points(self.heatmaps(crop), center, scale)
         return pts
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_net"] = None
-        state.pop("_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from hfl.backends.base import BackendUnavailable, FaceBox
+from hfl.backends.base import BackendUnavailable, DropsModelWhenPickled, FaceBox
 from hfl.backends.face import INSIGHTFACE_FILES
 
 # insightface utils/face_align.py: 5-point template of a 112x112 ArcFace crop
@@ -124,9 +124,10 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image, dtype=np.uint8)
 
 
-class _OnnxModel:
+class _OnnxModel(DropsModelWhenPickled):
     """Lazily created onnxruntime session (once per instance; dropped when pickled)."""
 
+    _model_attr = "_session"
     role = ""
     plain_norm = (127.5, 128.0)  # (mean, std) when the graph does not normalise its input itself
     fallback_norm = (127.5, 128.0)  # buffalo_l's value, used when `onnx` is missing to inspect the graph
@@ -173,16 +174,6 @@ class _OnnxModel:
         if len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw):
             return int(hw[0]), int(hw[1])
         return None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_session"] = None
-        state.pop("_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 def _nms(dets: np.ndarray, thresh: float) -> list[int]:
