@@ -86,6 +86,18 @@ def _pyav_frames(path: str, fps: float, cap: int) -> Iterator[Frame]:
             # truncated file: keep what decoded
 
 
+def _probe(path: str) -> None:
+    """Raise DecodeError unless PyAV can open the container and finds a video stream in it."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise DecodeError("no_video_stream", "the container holds no video stream")
+    except av.error.FFmpegError as exc:
+        raise DecodeError("decode_error", f"pyav probe: {exc}"[:300]) from exc
+
+
 def _image_frames(path: str) -> Iterator[Frame]:
     import cv2
 
@@ -113,6 +125,7 @@ def open_frames(path: str, fps: float, cap: int, decoder: str = "auto") -> tuple
         return "image", _image_frames(path)
     if decoder == "pyav":
         return "pyav", _first_checked(_pyav_frames(path, fps, cap))
+    _probe(path)  # files FFmpeg cannot parse never reach decord's native code (it can crash on them)
     try:
         return "decord", _first_checked(_decord_frames(path, fps, cap))
     except DecodeError as decord_error:

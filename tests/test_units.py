@@ -83,3 +83,18 @@ def test_list_inputs_folder_and_list_file(tmp_path, carphone) -> None:
     items = list_inputs(str(lst))
     assert [i.path for i in items][0] == str(carphone) and items[1].path.endswith("astronaut.png")
     assert video_id_for("a/x.mp4") == video_id_for("a/x.mp4") != video_id_for("b/x.mp4")
+
+
+def test_audio_only_container_is_rejected_before_decord(tmp_path) -> None:
+    import av
+
+    path = tmp_path / "audio.mp4"
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            c.mux(packet)
+    with pytest.raises(DecodeError) as err:
+        open_frames(str(path), 2.0, 8)
+    assert err.value.reason == "no_video_stream"
