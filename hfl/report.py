@@ -61,6 +61,7 @@ REASON_TEXT = {
     "unsupported_extension": "the input's file extension is not an accepted video or image type",
     "no_frames": "the video yielded no frames",
     "no_video_stream": "the container holds no video stream (e.g. audio only)",
+    "worker_crash": "the worker process died on this input (native crash or killed); recorded, not retried",
     "no_face": "the face detector found no face in the frame",
     "multiple_faces": "more than one face was found where exactly one is required",
     "low_det_score": "the detector confidence of the face is below the configured minimum",

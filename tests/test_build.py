@@ -234,3 +234,27 @@ def test_cli_report_and_stages(built: Path) -> None:
         assert needle in proc.stdout, needle
     proc = subprocess.run(hfl_cmd("report", str(built / "nope")), capture_output=True, text=True)
     assert proc.returncode == 2 and "no build" in proc.stderr
+
+
+def test_worker_segfault_is_recorded_and_build_completes(tmp_path, carphone) -> None:
+    from hfl.inputs import video_id_for
+
+    media = tmp_path / "media"
+    media.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        shutil.copy(carphone, media / name)
+    cfg = make_config(tmp_path, str(media), ray={"num_cpus": 2, "object_store_mb": 128})
+    out = tmp_path / "out"
+    env = {**os.environ, "HFL_FAULT_SEGFAULT": f"mine:{video_id_for('b.mp4')}"}
+    proc = subprocess.run(
+        hfl_cmd("build", "--config", str(cfg), "--output", str(out), "--no-report"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = all_rows(out / "stages/mine", ["video", "reject_reason"])
+    assert {r["reject_reason"] for r in rows if r["video"] == "b.mp4"} == {"worker_crash"}
+    assert sum(r["reject_reason"] is None for r in rows if r["video"] in ("a.mp4", "c.mp4")) >= 36
+    assert json.loads((out / "stages/shard/stats.json").read_text())["kept"] > 0

@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from tqdm import tqdm
 
 from hfl.config import PipelineConfig, config_hash, to_dict
 from hfl.engine.parts import clean_tmp, reason_counts, write_json_atomic, write_part
-from hfl.engine.stage import Stage, StageContext, WorkUnit
+from hfl.engine.stage import Stage, StageContext, WorkerCrash, WorkUnit
 
 log = logging.getLogger("hfl")
 
@@ -58,13 +60,21 @@ def worker_count(cfg: PipelineConfig, per_worker_cpus: float) -> int:
     return max(1, int(cpus // max(per_worker_cpus, 1e-6)))
 
 
+def _inject_fault(stage: str, unit_id: str) -> None:
+    """Fault injection for tests: HFL_FAULT_SEGFAULT=<stage>:<unit id> kills the worker with SIGSEGV."""
+    if os.environ.get("HFL_FAULT_SEGFAULT") == f"{stage}:{unit_id}":
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
 class UnitWorker:
     """Ray Data actor: builds its stages once (models loaded once), then runs whole units.
 
     With several stages (a fused chain of unit-aligned stages), each unit runs through all of them in turn:
     stage i+1 reads the part stage i has just written. Parts that exist already are skipped (resume)."""
 
-    def __init__(self, stage_names: list[str], cfg_dict: dict[str, Any], out_dir: str) -> None:
+    def __init__(
+        self, stage_names: list[str], cfg_dict: dict[str, Any], out_dir: str, run_id: str = ""
+    ) -> None:
         import cv2
 
         from hfl.config import PipelineConfig, _build
@@ -78,16 +88,29 @@ class UnitWorker:
             st.setup()
         self.stage = self.stages[0]
         self.ctx = StageContext(Path(out_dir))
+        self.run_id = run_id
 
     def run_one(self, stage: Stage, unit: WorkUnit) -> Path:
         part = self.ctx.stage_dir(stage.name) / f"part-{unit.id}.parquet"
         if part.exists():
             return part
+        # An attempt marker outlives a worker killed by a native crash (segfault in a decoder, OOM kill):
+        # when Ray retries the unit on a restarted worker in the same run, the unit is recorded, not retried.
+        marker = self.ctx.stage_dir(stage.name) / "_attempts" / unit.id
+        if marker.is_file() and marker.read_text() == self.run_id:
+            crash = WorkerCrash(f"the worker died while processing unit {unit.id} (native crash or killed)")
+            write_part(part, [stage.error_rows(unit, crash)], stage.schema)
+            marker.unlink(missing_ok=True)
+            return part
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(self.run_id)
+        _inject_fault(stage.name, unit.id)
         try:
             write_part(part, stage.run_unit(unit, self.ctx), stage.schema)
         except Exception as exc:  # one bad input must not stop the build: record it on the unit
             log.warning("[%s] unit %s failed: %r", stage.name, unit.id, exc)
             write_part(part, [stage.error_rows(unit, exc)], stage.schema)
+        marker.unlink(missing_ok=True)
         return part
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -180,6 +203,7 @@ def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) ->
             "stage_names": [st.name for st in chain],
             "cfg_dict": to_dict(cfg),
             "out_dir": str(ctx.out_dir),
+            "run_id": uuid.uuid4().hex,
         },
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=n),

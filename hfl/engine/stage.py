@@ -13,6 +13,10 @@ import pyarrow as pa
 from hfl.config import PipelineConfig
 
 
+class WorkerCrash(RuntimeError):
+    """A unit's worker process died (native crash, OOM kill) in an earlier attempt of the same run."""
+
+
 @dataclass
 class Resources:
     """What one worker of the stage needs; model-backed stages run in actor pools (model loaded once)."""

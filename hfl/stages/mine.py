@@ -10,7 +10,7 @@ import numpy as np
 
 from hfl.backends.face import load_detector, load_landmarker
 from hfl.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
+from hfl.engine.stage import Resources, Stage, StageContext, WorkerCrash, WorkUnit
 from hfl.imageops import encode_jpeg
 from hfl.inputs import list_inputs
 from hfl.schema import FRAME_SCHEMA
@@ -97,7 +97,8 @@ class MineStage(Stage):
         yield batch
 
     def error_rows(self, unit: WorkUnit, exc: Exception) -> list[dict[str, Any]]:
-        return [input_row(unit.payload, "error", f"{type(exc).__name__}: {exc}"[:500])]
+        reason = "worker_crash" if isinstance(exc, WorkerCrash) else "error"
+        return [input_row(unit.payload, reason, f"{type(exc).__name__}: {exc}"[:500])]
 
     def _frame_row(
         self, item: dict[str, str], decoder: str, index: int, ts: float, rgb: np.ndarray, tracker: Tracker
