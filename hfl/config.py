@@ -256,7 +256,7 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
         if q.quality_clip_frames < 1:
             errors.append("quality.quality_clip_frames: must be >= 1")
         errors += check_quality_weights(cfg.backends.quality)
-    if any(s in stages for s in ("mine",)):
+    if "mine" in stages:
         errors += check_face_weights(cfg.backends.face)
     if "shard" in stages and cfg.shard.samples_per_shard < 1:
         errors.append("shard.samples_per_shard: must be >= 1")
