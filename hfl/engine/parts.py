@@ -18,13 +18,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_part(
-    path: Path, batches: Iterable[list[dict[str, Any]]], schema: pa.Schema | None
-) -> dict[str, int]:
-    """Stream row batches into `path` (via a .tmp file renamed at the end). Returns counts per reason
-    ('' = kept) and the row total under key '__rows__'."""
+def write_part(path: Path, batches: Iterable[list[dict[str, Any]]], schema: pa.Schema | None) -> None:
+    """Stream row batches into `path` (via a .tmp file renamed at the end). Stage stats are counted from
+    the finished parts (reason_counts), so that units done before a resume count too."""
     tmp = path.with_name(path.name + ".tmp")
-    counts: dict[str, int] = {"__rows__": 0}
     writer: pq.ParquetWriter | None = None
     try:
         for rows in batches:
@@ -34,10 +31,6 @@ def write_part(
             if writer is None:
                 writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
             writer.write_table(table)
-            counts["__rows__"] += len(rows)
-            for r in rows:
-                reason = r.get("reject_reason") or ""
-                counts[reason] = counts.get(reason, 0) + 1
         if writer is None:  # a unit with no rows still marks itself done
             empty = (
                 schema.empty_table()
@@ -49,7 +42,6 @@ def write_part(
         if writer is not None:
             writer.close()
     os.replace(tmp, path)
-    return counts
 
 
 def clean_tmp(folder: Path) -> int:

@@ -177,8 +177,9 @@ def prepare_stage(stage: Stage, ctx: StageContext, chash: str, force: bool) -> d
     return None
 
 
-def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) -> None:
-    """Run the units of chain[0] through every stage of the chain on one Ray Data actor pool."""
+def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) -> int:
+    """Run the units of chain[0] through every stage of the chain on one Ray Data actor pool.
+    Returns how many units chain[0] planned."""
     import ray
 
     head = chain[0]
@@ -192,7 +193,7 @@ def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) ->
     if len(pending) < len(units):
         print(f"[{names}] resuming: {len(units) - len(pending)} of {len(units)} units already done")
     if not pending:
-        return
+        return len(units)
     res = [st.resources() for st in chain]
     cpus = max(r.num_cpus for r in res)
     n = min(worker_count(cfg, cpus), len(pending))
@@ -215,9 +216,12 @@ def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) ->
     for _ in ds.iter_rows():
         bar.update(1)
     bar.close()
+    return len(units)
 
 
-def finish_stage(stage: Stage, ctx: StageContext, chash: str, seconds: float, units: int) -> dict[str, Any]:
+def finish_stage(
+    stage: Stage, ctx: StageContext, chash: str, seconds: float, units: int, extra: dict[str, Any]
+) -> dict[str, Any]:
     """Finalize, count rows per reason, write stats.json (which marks the stage done), print a summary."""
     sdir = ctx.stage_dir(stage.name)
     stage.finalize(ctx)
@@ -234,7 +238,7 @@ def finish_stage(stage: Stage, ctx: StageContext, chash: str, seconds: float, un
         "output": str(sdir),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    stats.update(stage.extra_stats(ctx))
+    stats.update(stage.extra_stats(ctx), **extra)
     write_json_atomic(sdir / "stats.json", stats)
     rej = ", ".join(f"{k} {v}" for k, v in stats["rejected"].items()) or "none"
     print(f"[{stage.name}] in {rows}, kept {kept}, rejected: {rej}; {seconds:.1f}s -> {sdir}")
@@ -295,14 +299,10 @@ def run_build(
             todo.append(objs[name])
     for chain in chains(todo):
         t0 = time.time()
-        n_units = len(chain[0].plan(ctx))
-        execute_chain(chain, ctx, cfg)
+        n_units = execute_chain(chain, ctx, cfg)  # chained stages have one unit per head unit
+        extra = {"fused_with": [s.name for s in chain]} if len(chain) > 1 else {}
         for st in chain:
-            units = n_units if st is chain[0] else len(st.plan(ctx))
-            stats = finish_stage(st, ctx, hashes[st.name], time.time() - t0, units)
-            if len(chain) > 1:
-                stats["fused_with"] = [s.name for s in chain]
-                write_json_atomic(ctx.stage_dir(st.name) / "stats.json", stats)
+            stats = finish_stage(st, ctx, hashes[st.name], time.time() - t0, n_units, extra)
             results.append(StageResult(st.name, False, stats))
     results.sort(key=lambda r: cfg.stages.index(r.name))
     return results

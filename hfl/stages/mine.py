@@ -86,10 +86,11 @@ class MineStage(Stage):
             return
         tracker = Tracker(prefix=item["video_id"], min_iou=m.track_iou)
         batch: list[dict[str, Any]] = []
+        batch_size = self.resources().batch_size
         try:
             for fr in frames:
                 batch.append(self._frame_row(item, decoder, fr.index, fr.timestamp, fr.rgb, tracker))
-                if len(batch) >= self.resources().batch_size:
+                if len(batch) >= batch_size:
                     yield batch
                     batch = []
         except DecodeError as exc:  # mid-stream failure: frames so far are kept, the failure recorded
