@@ -99,6 +99,17 @@ def report(out_dir: Annotated[Path, typer.Argument(help="A build output folder")
     typer.echo(f"report: {write_report(out_dir)}")
 
 
+def _add_subcommands() -> None:
+    from annotation_ui.cli import app as annotate_app
+    from training.cli import app as train_app
+
+    app.add_typer(annotate_app, name="annotate")
+    app.add_typer(train_app, name="train")
+
+
+_add_subcommands()
+
+
 def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     app()
@@ -106,3 +117,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
