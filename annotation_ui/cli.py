@@ -2,8 +2,269 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(
     help="Expression-labelling server: serve, import items, export the kept set.", no_args_is_help=True
 )
+
+DB_ENV = "HFL_ANNOTATE_DB"
+DEFAULT_DB = "sqlite:///annotations.db"
+Db = Annotated[
+    str,
+    typer.Option(
+        "--db", envvar=DB_ENV, help="SQLAlchemy URL or SQLite file (postgresql://user@host/db for teams)"
+    ),
+]
+ProjectName = Annotated[str, typer.Option("--project", help="project name")]
+
+
+def _db(url: str):  # type: ignore[no-untyped-def]
+    from annotation_ui.db import Database
+
+    db = Database(url)
+    db.migrate()
+    return db
+
+
+def _fail(msg: str) -> None:
+    typer.secho(f"error: {msg}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    db: Db = DEFAULT_DB,
+    host: Annotated[str, typer.Option(help="bind address (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8765,
+    secure_cookies: Annotated[bool, typer.Option(help="mark cookies Secure (behind HTTPS)")] = False,
+    session_hours: Annotated[float, typer.Option(help="login session length")] = 12.0,
+    root_path: Annotated[str, typer.Option(help="URL prefix when a proxy serves the app under a path")] = "",
+    proxy_headers: Annotated[
+        bool, typer.Option(help="trust X-Forwarded-* from --forwarded-allow-ips")
+    ] = False,
+    forwarded_allow_ips: Annotated[str, typer.Option()] = "127.0.0.1",
+    workers: Annotated[int, typer.Option(help="processes (PostgreSQL only; SQLite wants one)")] = 1,
+) -> None:
+    """Serve the labelling app (migrates the database first)."""
+    import uvicorn
+
+    from annotation_ui.app import create_app
+
+    database = _db(db)
+    if database.is_sqlite and workers > 1:
+        _fail("SQLite serves from one process; use PostgreSQL for --workers > 1")
+    typer.echo(f"hfl annotate: http://{host}:{port}{root_path}/  (db {database.url.render_as_string()})")
+    if workers > 1:
+        os.environ[DB_ENV] = db
+        os.environ["HFL_ANNOTATE_SECURE"] = "1" if secure_cookies else ""
+        os.environ["HFL_ANNOTATE_SESSION_HOURS"] = str(session_hours)
+        uvicorn.run(
+            "annotation_ui.app_factory:app",
+            host=host,
+            port=port,
+            workers=workers,
+            root_path=root_path,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+        )
+        return
+    uvicorn.run(
+        create_app(database, secure_cookies=secure_cookies, session_hours=session_hours),
+        host=host,
+        port=port,
+        root_path=root_path,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level="info",
+    )
+
+
+@app.command()
+def migrate(db: Db = DEFAULT_DB) -> None:
+    """Create or upgrade the database schema (serve does this too)."""
+    database = _db(db)
+    typer.echo(f"schema up to date: {database.url.render_as_string()}")
+
+
+@app.command("adduser")
+def adduser(
+    username: str,
+    role: Annotated[str, typer.Option(help="annotator or admin")] = "annotator",
+    password: Annotated[
+        str | None, typer.Option(envvar="HFL_ANNOTATE_PASSWORD", help="prompted for when not given")
+    ] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Add an account (Argon2-hashed password)."""
+    from annotation_ui.security import create_user
+
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    database = _db(db)
+    try:
+        database.transact(lambda s: create_user(s, username, password, role))
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"added {role} {username}")
+
+
+@app.command("passwd")
+def passwd(
+    username: str,
+    password: Annotated[str | None, typer.Option(envvar="HFL_ANNOTATE_PASSWORD")] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Set a user's password."""
+    from sqlalchemy import update
+
+    from annotation_ui.models import User
+    from annotation_ui.security import hash_password
+
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    database = _db(db)
+    n = database.transact(
+        lambda s: (
+            s.execute(
+                update(User).where(User.username == username).values(password_hash=hash_password(password))
+            ).rowcount
+        )
+    )
+    if not n:
+        _fail(f"no user {username!r}")
+    typer.echo(f"password set for {username}")
+
+
+@app.command("users")
+def users(db: Db = DEFAULT_DB) -> None:
+    """List accounts."""
+    from sqlalchemy import select
+
+    from annotation_ui.models import User
+
+    with _db(db).read() as s:
+        for u in s.scalars(select(User).order_by(User.id)):
+            typer.echo(f"{u.username}\t{u.role}\t{'active' if u.active else 'disabled'}")
+
+
+@app.command("import")
+def import_(
+    sources: Annotated[
+        list[Path], typer.Argument(help="build folders, manifests, .tar shards, image folders")
+    ],
+    project: ProjectName = "default",
+    db: Db = DEFAULT_DB,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML: raters_per_item, quorum, lease_seconds, gold_every, guidelines")
+    ] = None,
+    raters: Annotated[int | None, typer.Option(help="raters per item (default 5)")] = None,
+    quorum: Annotated[int | None, typer.Option(help="agreeing raters to keep an item (default 3)")] = None,
+    guidelines: Annotated[Path | None, typer.Option(help="text file shown on the labelling page")] = None,
+    gold: Annotated[
+        Path | None, typer.Option(help="gold answers: JSONL/JSON/CSV key,expression,intensity")
+    ] = None,
+    gold_every: Annotated[
+        int | None, typer.Option(help="a gold item every N labels (0: never; default 10)")
+    ] = None,
+    lease_seconds: Annotated[int | None, typer.Option(help="how long a served item stays reserved")] = None,
+    split: Annotated[str | None, typer.Option(help="only this split of a build")] = None,
+    limit: Annotated[int | None, typer.Option(help="import at most N new items per source")] = None,
+) -> None:
+    """Import items (single faces or source/target pairs) into a project."""
+    from annotation_ui.importer import get_or_create_project, import_samples, load_gold, read_source
+
+    settings: dict = {}
+    if config is not None:
+        import yaml
+
+        settings = yaml.safe_load(config.read_text()) or {}
+        if "guidelines_file" in settings:
+            settings["guidelines"] = (config.parent / settings.pop("guidelines_file")).read_text()
+    text = guidelines.read_text() if guidelines is not None else settings.get("guidelines")
+    gold_map = load_gold(gold) if gold is not None else None
+    database = _db(db)
+
+    def work(s):  # type: ignore[no-untyped-def]
+        p = get_or_create_project(
+            s,
+            project,
+            raters_per_item=raters or settings.get("raters_per_item"),
+            quorum=quorum or settings.get("quorum"),
+            guidelines=text,
+            lease_seconds=lease_seconds or settings.get("lease_seconds"),
+            gold_every=gold_every if gold_every is not None else settings.get("gold_every"),
+        )
+        results = [import_samples(s, p, read_source(src, split), gold_map, limit) for src in sources]
+        return p.id, results
+
+    for src in sources:
+        if not src.exists():
+            _fail(f"{src}: no such file or folder")
+    try:
+        pid, results = database.transact(work)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    for src, r in zip(sources, results, strict=True):
+        typer.echo(f"{src}: {r.added} added, {r.existing} already there, {len(r.skipped)} without an image")
+    typer.echo(f"project {project!r} (id {pid})")
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="output folder")],
+    project: ProjectName = "default",
+    db: Db = DEFAULT_DB,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl, parquet or both")] = "both",
+    eval_fraction: Annotated[float, typer.Option(help="share of kept items for eval (paper: 1K of 18K)")] = 1
+    / 18,
+    eval_size: Annotated[
+        int | None, typer.Option(help="exact eval count (overrides --eval-fraction)")
+    ] = None,
+    seed: Annotated[str, typer.Option(help="salt of the deterministic split")] = "hfl",
+) -> None:
+    """Write the kept set (quorum reached) with a train/eval split, agreement.json and confusion.png."""
+    from sqlalchemy import select
+
+    from annotation_ui.export import export_project
+    from annotation_ui.models import Project
+
+    formats = {"both": ("jsonl", "parquet"), "jsonl": ("jsonl",), "parquet": ("parquet",)}.get(fmt)
+    if formats is None:
+        _fail("--format: jsonl, parquet or both")
+    with _db(db).read() as s:
+        p = s.scalar(select(Project).where(Project.name == project))
+        if p is None:
+            _fail(f"no project {project!r}")
+        summary = export_project(s, p, out, formats, eval_fraction, eval_size, seed)
+    typer.echo(
+        f"kept {summary['items_kept']} of {summary['items_complete']} complete items "
+        f"({summary['train']} train / {summary['eval']} eval) -> {out}"
+    )
+    typer.echo(
+        "fleiss kappa {:.3f} · alpha expression {} · alpha intensity {}".format(
+            summary["fleiss_kappa_expression"] or float("nan"),
+            summary["krippendorff_alpha_expression_nominal"],
+            summary["krippendorff_alpha_intensity_ordinal"],
+        )
+    )
+
+
+@app.command()
+def stats(project: ProjectName = "default", db: Db = DEFAULT_DB) -> None:
+    """Print the project's agreement figures as JSON."""
+    from sqlalchemy import select
+
+    from annotation_ui.models import Project
+    from annotation_ui.stats import project_report
+
+    with _db(db).read() as s:
+        p = s.scalar(select(Project).where(Project.name == project))
+        if p is None:
+            _fail(f"no project {project!r}")
+        typer.echo(json.dumps(project_report(s, p), indent=2, default=str))

@@ -1,0 +1,230 @@
+"""Agreement: per-item majority and quorum, Fleiss' kappa, Krippendorff's alpha, per-annotator figures.
+
+Per-item rule (documented in README.md):
+- the item's expression is the one chosen by the most raters; the item is KEPT when that count reaches
+  the project's quorum (default 3 of 5). With a quorum above half the raters, the kept label is unique;
+  an item whose top count is tied is never kept.
+- its intensity is judged only among the raters who chose that expression: the median of their
+  intensities on the ordinal scale slightly < normally < strongly (the lower median for an even count).
+  A neutral face takes no intensity.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from annotation_ui.labels import EXPRESSIONS, INTENSITIES
+
+
+@dataclass(frozen=True)
+class Vote:
+    item_id: int
+    annotator: str
+    expression: str
+    intensity: str | None
+    duration_ms: int = 0
+
+
+@dataclass
+class ItemResult:
+    item_id: int
+    n_labels: int
+    votes: dict[str, int]
+    expression: str | None  # the plurality expression (None when the top count is tied)
+    n_agree: int
+    kept: bool
+    intensity: str | None
+    intensity_votes: dict[str, int] = field(default_factory=dict)
+
+
+def item_result(item_id: int, votes: Sequence[Vote], quorum: int) -> ItemResult:
+    counts = Counter(v.expression for v in votes)
+    ranked = counts.most_common()
+    top: str | None = None
+    n_agree = 0
+    if ranked:
+        n_agree = ranked[0][1]
+        tied = len(ranked) > 1 and ranked[1][1] == n_agree
+        top = None if tied else ranked[0][0]
+    kept = top is not None and n_agree >= quorum
+    intensities = sorted(
+        INTENSITIES.index(v.intensity) for v in votes if v.expression == top and v.intensity is not None
+    )
+    intensity = INTENSITIES[intensities[(len(intensities) - 1) // 2]] if intensities else None
+    return ItemResult(
+        item_id=item_id,
+        n_labels=len(votes),
+        votes=dict(counts),
+        expression=top,
+        n_agree=n_agree,
+        kept=kept,
+        intensity=intensity,
+        intensity_votes=dict(Counter(INTENSITIES[i] for i in intensities)),
+    )
+
+
+def fleiss_kappa(counts: np.ndarray) -> float | None:
+    """Fleiss' kappa for an items x categories count table with the same number of raters per item."""
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] == 0:
+        return None
+    n = counts.sum(axis=1)
+    if not np.all(n == n[0]) or n[0] < 2:
+        raise ValueError("Fleiss' kappa needs the same number (>= 2) of ratings per item")
+    m = n[0]
+    p_i = ((counts**2).sum(axis=1) - m) / (m * (m - 1))
+    p_bar = p_i.mean()
+    p_j = counts.sum(axis=0) / counts.sum()
+    p_e = float((p_j**2).sum())
+    if math.isclose(p_e, 1.0):
+        return None
+    return float((p_bar - p_e) / (1 - p_e))
+
+
+def krippendorff_alpha(matrix: np.ndarray, level: str) -> float | None:
+    """Krippendorff's alpha (the `krippendorff` package) for raters x items, NaN where missing."""
+    import krippendorff
+
+    values = matrix[~np.isnan(matrix)]
+    if values.size == 0 or np.unique(values).size < 2:
+        return None  # alpha is undefined with a single value in the whole data
+    pairable = (np.sum(~np.isnan(matrix), axis=0) >= 2).sum()
+    if pairable == 0:
+        return None
+    return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level))
+
+
+def _by_item(votes: Iterable[Vote]) -> dict[int, list[Vote]]:
+    out: dict[int, list[Vote]] = {}
+    for v in votes:
+        out.setdefault(v.item_id, []).append(v)
+    return out
+
+
+def reliability_matrix(votes: Sequence[Vote], what: str) -> np.ndarray:
+    """raters x items codes (expression index, or intensity rank), NaN where a rater gave none."""
+    raters = sorted({v.annotator for v in votes})
+    items = sorted({v.item_id for v in votes})
+    ri = {r: i for i, r in enumerate(raters)}
+    ii = {it: i for i, it in enumerate(items)}
+    m = np.full((len(raters), len(items)), np.nan)
+    for v in votes:
+        code = (
+            EXPRESSIONS.index(v.expression)
+            if what == "expression"
+            else (INTENSITIES.index(v.intensity) if v.intensity is not None else np.nan)
+        )
+        m[ri[v.annotator], ii[v.item_id]] = code
+    return m
+
+
+def confusion(votes: Sequence[Vote], results: dict[int, ItemResult]) -> np.ndarray:
+    """7 x 7 counts: rows the kept majority expression, columns what each rater chose."""
+    m = np.zeros((len(EXPRESSIONS), len(EXPRESSIONS)), dtype=int)
+    for v in votes:
+        r = results.get(v.item_id)
+        if r is not None and r.kept and r.expression is not None:
+            m[EXPRESSIONS.index(r.expression), EXPRESSIONS.index(v.expression)] += 1
+    return m
+
+
+def project_agreement(votes: Sequence[Vote], raters_per_item: int, quorum: int) -> dict:
+    """Every figure the dashboard and the export report, from the non-gold votes of one project."""
+    groups = _by_item(votes)
+    results = {i: item_result(i, vs, quorum) for i, vs in groups.items()}
+    complete = [i for i, vs in groups.items() if len(vs) == raters_per_item]
+    table = np.array(
+        [[Counter(v.expression for v in groups[i])[e] for e in EXPRESSIONS] for i in sorted(complete)]
+    ).reshape(len(complete), len(EXPRESSIONS))
+    kappa = fleiss_kappa(table) if len(complete) and raters_per_item >= 2 else None
+    annotators: dict[str, dict] = {}
+    for name in sorted({v.annotator for v in votes}):
+        mine = [v for v in votes if v.annotator == name]
+        on_kept = [v for v in mine if results[v.item_id].kept]
+        agree = [v for v in on_kept if v.expression == results[v.item_id].expression]
+        exact = [v for v in agree if v.intensity == results[v.item_id].intensity]
+        annotators[name] = {
+            "labels": len(mine),
+            "on_kept_items": len(on_kept),
+            "expression_agreement": len(agree) / len(on_kept) if on_kept else None,
+            "exact_agreement": len(exact) / len(on_kept) if on_kept else None,
+            "median_seconds": float(np.median([v.duration_ms for v in mine]) / 1000) if mine else None,
+        }
+    kept = [r for r in results.values() if r.kept]
+    return {
+        "labels": len(votes),
+        "items_labelled": len(groups),
+        "items_complete": len(complete),
+        "items_kept": len(kept),
+        "kept_rate_of_complete": (
+            sum(results[i].kept for i in complete) / len(complete) if complete else None
+        ),
+        "fleiss_kappa_expression": kappa,
+        "krippendorff_alpha_expression_nominal": krippendorff_alpha(
+            reliability_matrix(votes, "expression"), "nominal"
+        ),
+        "krippendorff_alpha_intensity_ordinal": krippendorff_alpha(
+            reliability_matrix(votes, "intensity"), "ordinal"
+        ),
+        "kept_expressions": dict(Counter(r.expression for r in kept if r.expression)),
+        "annotators": annotators,
+        "confusion": confusion(votes, results).tolist(),
+        "items": results,
+    }
+
+
+def gold_accuracy(rows: Iterable[tuple[str, str, str | None, str, str | None]]) -> dict[str, dict]:
+    """Per annotator: rows of (annotator, expression, intensity, gold_expression, gold_intensity)."""
+    out: dict[str, dict] = {}
+    for name, e, i, ge, gi in rows:
+        d = out.setdefault(name, {"gold_labels": 0, "expression_correct": 0, "exact_correct": 0})
+        d["gold_labels"] += 1
+        d["expression_correct"] += e == ge
+        d["exact_correct"] += e == ge and i == gi
+    for d in out.values():
+        d["expression_accuracy"] = d["expression_correct"] / d["gold_labels"]
+        d["exact_accuracy"] = d["exact_correct"] / d["gold_labels"]
+    return out
+
+
+def confusion_png(matrix: Sequence[Sequence[int]], title: str = "Rater label vs kept majority") -> bytes:
+    """The confusion matrix as a PNG (matplotlib, Agg)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
+    rows = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(EXPRESSIONS)), EXPRESSIONS, rotation=45, ha="right")
+    ax.set_yticks(range(len(EXPRESSIONS)), EXPRESSIONS)
+    ax.set_xlabel("rater's expression")
+    ax.set_ylabel("kept majority expression")
+    ax.set_title(title)
+    for r in range(m.shape[0]):
+        for c in range(m.shape[1]):
+            if m[r, c]:
+                ax.text(
+                    c,
+                    r,
+                    int(m[r, c]),
+                    ha="center",
+                    va="center",
+                    color="white" if norm[r, c] > 0.5 else "black",
+                )
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the row")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

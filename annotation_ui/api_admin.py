@@ -1,0 +1,125 @@
+"""The admin API: agreement figures, confusion image, item results, users."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from annotation_ui.agreement import confusion_png
+from annotation_ui.deps import AdminCsrfDep, AdminDep, require_json, settings
+from annotation_ui.models import Item, Label, Project, User
+from annotation_ui.security import create_user
+from annotation_ui.stats import project_report
+
+router = APIRouter(prefix="/api/admin")
+
+
+class UserIn(BaseModel):
+    username: str
+    password: str
+    role: str = "annotator"
+
+
+def _project(s, project_id: int) -> Project:  # type: ignore[no-untyped-def]
+    p = s.get(Project, project_id)
+    if p is None:
+        raise HTTPException(404, "no such project")
+    return p
+
+
+@router.get("/projects")
+def projects(request: Request, auth: AdminDep) -> list[dict]:
+    with settings(request).db.read() as s:
+        rows = s.execute(
+            select(Project, func.count(Item.id), func.coalesce(func.sum(Item.n_labels), 0))
+            .outerjoin(Item, (Item.project_id == Project.id) & ~Item.is_gold)
+            .group_by(Project.id)
+            .order_by(Project.id)
+        ).all()
+        return [
+            {
+                "id": p.id,
+                "name": p.name,
+                "items": int(n),
+                "labels": int(lab),
+                "raters_per_item": p.raters_per_item,
+            }
+            for p, n, lab in rows
+        ]
+
+
+@router.get("/projects/{project_id}/stats")
+def stats(project_id: int, request: Request, auth: AdminDep) -> dict:
+    with settings(request).db.read() as s:
+        return project_report(s, _project(s, project_id))
+
+
+@router.get("/projects/{project_id}/confusion.png")
+def confusion(project_id: int, request: Request, auth: AdminDep) -> Response:
+    with settings(request).db.read() as s:
+        report = project_report(s, _project(s, project_id))
+    return Response(
+        confusion_png(report["confusion"]), media_type="image/png", headers={"Cache-Control": "no-store"}
+    )
+
+
+@router.get("/projects/{project_id}/items")
+def items(project_id: int, request: Request, auth: AdminDep, offset: int = 0, limit: int = 100) -> dict:
+    with settings(request).db.read() as s:
+        project = _project(s, project_id)
+        report = project_report(s, project, with_items=True)
+        results = report["items"]
+        page = s.scalars(
+            select(Item)
+            .where(Item.project_id == project.id)
+            .order_by(Item.id)
+            .offset(offset)
+            .limit(min(limit, 500))
+        ).all()
+        out = []
+        for it in page:
+            r = results.get(it.id)
+            out.append(
+                {
+                    "id": it.id,
+                    "key": it.key,
+                    "kind": it.kind,
+                    "gold": it.is_gold,
+                    "n_labels": it.n_labels,
+                    "votes": r.votes if r else {},
+                    "expression": r.expression if r else None,
+                    "intensity": r.intensity if r else None,
+                    "kept": bool(r and r.kept),
+                }
+            )
+        total = s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id))
+        return {"total": int(total or 0), "items": out}
+
+
+@router.get("/users")
+def users(request: Request, auth: AdminDep) -> list[dict]:
+    with settings(request).db.read() as s:
+        counts = dict(s.execute(select(Label.annotator_id, func.count()).group_by(Label.annotator_id)).all())
+        return [
+            {
+                "id": u.id,
+                "username": u.username,
+                "role": u.role,
+                "active": u.active,
+                "labels": counts.get(u.id, 0),
+            }
+            for u in s.scalars(select(User).order_by(User.id))
+        ]
+
+
+@router.post("/users", dependencies=[Depends(require_json)])
+def add_user(body: UserIn, request: Request, auth: AdminCsrfDep) -> dict:
+    def work(s):  # type: ignore[no-untyped-def]
+        u = create_user(s, body.username, body.password, body.role)
+        return {"id": u.id, "username": u.username, "role": u.role}
+
+    try:
+        return settings(request).db.transact(work)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc

@@ -1,0 +1,152 @@
+"""The annotator's API: next item, label, skip, undo, progress, and item images by id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from annotation_ui import assign
+from annotation_ui.deps import Auth, CsrfDep, UserDep, require_json, settings
+from annotation_ui.labels import (
+    ACTION_KEYS,
+    EXPRESSION_KEYS,
+    EXPRESSIONS,
+    INTENSITIES,
+    INTENSITY_KEYS,
+    MEDIA_ROLES,
+)
+from annotation_ui.models import Claim, ItemMedia, Label, Project, Skip
+
+router = APIRouter(prefix="/api")
+T = TypeVar("T")
+
+
+class LabelIn(BaseModel):
+    expression: str
+    intensity: str | None = None
+
+
+def _project(s: Session, project_id: int) -> Project:
+    project = s.get(Project, project_id)
+    if project is None:
+        raise HTTPException(404, "no such project")
+    return project
+
+
+def _item_json(served: assign.Served | None) -> dict | None:
+    if served is None:
+        return None
+    return {
+        "id": served.item_id,
+        "kind": served.kind,
+        "instruction": served.instruction,
+        "media": {role: f"api/items/{served.item_id}/media/{role}" for role in served.media},
+        "lease_expires": served.lease_expires.isoformat() + "Z",
+    }
+
+
+def _run(request: Request, fn: Callable[[Session], T]) -> T:
+    """A write transaction; a unique-constraint race (e.g. two tabs of one annotator) is retried once."""
+    db = settings(request).db
+    try:
+        return db.transact(fn)
+    except IntegrityError:
+        try:
+            return db.transact(fn)
+        except IntegrityError as exc:
+            raise HTTPException(409, "conflict: this label or claim exists already") from exc
+
+
+def _next_payload(request: Request, project_id: int, auth: Auth) -> dict:
+    def work(s: Session) -> dict:
+        project = _project(s, project_id)
+        served = assign.next_item(s, project, auth.user_id)
+        return {"item": _item_json(served), "progress": assign.progress(s, project, auth.user_id)}
+
+    return _run(request, work)
+
+
+@router.get("/projects/{project_id}")
+def project_info(project_id: int, request: Request, auth: UserDep) -> dict:
+    with settings(request).db.read() as s:
+        p = _project(s, project_id)
+        return {
+            "id": p.id,
+            "name": p.name,
+            "guidelines": p.guidelines,
+            "raters_per_item": p.raters_per_item,
+            "quorum": p.quorum,
+            "expressions": list(EXPRESSIONS),
+            "intensities": list(INTENSITIES),
+            "keys": {"expression": EXPRESSION_KEYS, "intensity": INTENSITY_KEYS, "actions": ACTION_KEYS},
+            "progress": assign.progress(s, p, auth.user_id),
+        }
+
+
+@router.post("/projects/{project_id}/next")
+def next_item(project_id: int, request: Request, auth: CsrfDep) -> dict:
+    return _next_payload(request, project_id, auth)
+
+
+@router.post("/projects/{project_id}/items/{item_id}/label", dependencies=[Depends(require_json)])
+def label(project_id: int, item_id: int, body: LabelIn, request: Request, auth: CsrfDep) -> dict:
+    def work(s: Session) -> dict:
+        lab = assign.submit_label(
+            s, _project(s, project_id), auth.user_id, item_id, body.expression, body.intensity
+        )
+        return {"id": lab.id, "item_id": item_id, "duration_ms": lab.duration_ms}
+
+    saved = _run(request, work)
+    return {"saved": saved, **_next_payload(request, project_id, auth)}
+
+
+@router.post("/projects/{project_id}/items/{item_id}/skip")
+def skip(project_id: int, item_id: int, request: Request, auth: CsrfDep) -> dict:
+    _run(request, lambda s: assign.skip_item(s, _project(s, project_id), auth.user_id, item_id))
+    return {"skipped": item_id, **_next_payload(request, project_id, auth)}
+
+
+@router.post("/projects/{project_id}/undo")
+def undo(project_id: int, request: Request, auth: CsrfDep) -> dict:
+    def work(s: Session) -> dict:
+        project = _project(s, project_id)
+        served = assign.undo_last(s, project, auth.user_id)
+        return {
+            "undone": served.item_id,
+            "item": _item_json(served),
+            "progress": assign.progress(s, project, auth.user_id),
+        }
+
+    return _run(request, work)
+
+
+@router.get("/items/{item_id}/media/{role}")
+def media(item_id: str, role: str, request: Request, auth: UserDep) -> Response:
+    """An item's image by id and role only; annotators get images of items in their own queue only."""
+    if not item_id.isdigit() or role not in MEDIA_ROLES:
+        raise HTTPException(404)
+    iid = int(item_id)
+    with settings(request).db.read() as s:
+        if not auth.is_admin:
+            mine = (
+                s.scalar(
+                    select(
+                        exists().where(Claim.item_id == iid, Claim.annotator_id == auth.user_id)
+                        | exists().where(Label.item_id == iid, Label.annotator_id == auth.user_id)
+                        | exists().where(Skip.item_id == iid, Skip.annotator_id == auth.user_id)
+                    )
+                )
+                or False
+            )
+            if not mine:
+                raise HTTPException(404)
+        m = s.get(ItemMedia, (iid, role))
+        if m is None:
+            raise HTTPException(404)
+        return Response(m.data, media_type=m.mime, headers={"Cache-Control": "private, max-age=3600"})

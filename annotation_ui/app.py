@@ -1,0 +1,82 @@
+"""The FastAPI application: pages, static assets, the JSON API, security headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from annotation_ui import api_admin, api_auth, api_label
+from annotation_ui.assign import AssignError
+from annotation_ui.db import Database
+from annotation_ui.deps import Settings, optional_user
+
+STATIC = Path(__file__).parent / "static"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def create_app(db: Database, secure_cookies: bool = False, session_hours: float = 12.0) -> FastAPI:
+    app = FastAPI(title="HFL expression labelling", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings = Settings(db=db, secure_cookies=secure_cookies, session_hours=session_hours)
+    app.include_router(api_auth.router)
+    app.include_router(api_label.router)
+    app.include_router(api_admin.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(AssignError)
+    def _assign_error(request: Request, exc: AssignError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        if request.url.path.startswith("/api/") and "/media/" not in request.url.path:
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    def page(name: str) -> FileResponse:
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+
+    @app.get("/", include_in_schema=False)
+    def root(request: Request) -> Response:
+        auth = optional_user(request)
+        if auth is None:
+            return RedirectResponse("login", status_code=303)
+        return RedirectResponse("admin" if auth.is_admin else "label", status_code=303)
+
+    @app.get("/login", include_in_schema=False)
+    def login_page() -> Response:
+        return page("login.html")
+
+    @app.get("/label", include_in_schema=False)
+    def label_page(request: Request) -> Response:
+        if optional_user(request) is None:
+            return RedirectResponse("login", status_code=303)
+        return page("label.html")
+
+    @app.get("/admin", include_in_schema=False)
+    def admin_page(request: Request) -> Response:
+        auth = optional_user(request)
+        if auth is None:
+            return RedirectResponse("login", status_code=303)
+        if not auth.is_admin:
+            return RedirectResponse("label", status_code=303)
+        return page("admin.html")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"ok": True}
+
+    return app

@@ -1,0 +1,100 @@
+"""Passwords (Argon2id), session tokens (stored hashed) and CSRF tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from annotation_ui.labels import ROLES
+from annotation_ui.models import User, WebSession, utcnow
+
+SESSION_COOKIE = "hfl_session"
+CSRF_HEADER = "X-CSRF-Token"
+_hasher = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory profile)
+# A fixed hash to verify against when the user does not exist, so timing does not reveal user names.
+_DUMMY_HASH = _hasher.hash(secrets.token_hex(8))
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 8:
+        raise ValueError("passwords need at least 8 characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def tokens_equal(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and hmac.compare_digest(a.encode(), b.encode())
+
+
+def create_user(s: Session, username: str, password: str, role: str = "annotator") -> User:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    if (
+        not username
+        or len(username) > 64
+        or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
+    ):
+        raise ValueError("user names: 1-64 letters, digits, '-', '_' or '.'")
+    if s.scalar(select(User).where(User.username == username)) is not None:
+        raise ValueError(f"user {username!r} exists")
+    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    s.add(user)
+    s.flush()
+    return user
+
+
+def authenticate(s: Session, username: str, password: str) -> User | None:
+    user = s.scalar(select(User).where(User.username == username))
+    if user is None:
+        verify_password(_DUMMY_HASH, password)
+        return None
+    if not verify_password(user.password_hash, password) or not user.active:
+        return None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def open_session(s: Session, user: User, hours: float) -> tuple[str, WebSession]:
+    """A new login session; returns the raw token (for the cookie only) and the row."""
+    now = utcnow()
+    s.execute(delete(WebSession).where(WebSession.expires_at < now))
+    token = secrets.token_urlsafe(32)
+    ws = WebSession(
+        token_hash=token_hash(token),
+        user_id=user.id,
+        csrf_token=secrets.token_urlsafe(32),
+        created_at=now,
+        expires_at=now + timedelta(hours=hours),
+    )
+    s.add(ws)
+    s.flush()
+    return token, ws
+
+
+def session_user(s: Session, token: str | None) -> tuple[WebSession, User] | None:
+    if not token:
+        return None
+    row = s.execute(
+        select(WebSession, User)
+        .join(User, User.id == WebSession.user_id)
+        .where(WebSession.token_hash == token_hash(token), WebSession.expires_at > utcnow(), User.active)
+    ).first()
+    return None if row is None else (row[0], row[1])

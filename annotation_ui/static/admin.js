@@ -1,0 +1,82 @@
+// The admin dashboard: the same figures `hfl annotate export` writes, live.
+"use strict";
+const $ = (id) => document.getElementById(id);
+
+function table(el, header, rows) {
+  const head = HFL.el("tr", {}, ...header.map((h) => HFL.el("th", { text: h })));
+  el.replaceChildren(head, ...rows.map((r) => HFL.el("tr", {}, ...r.map((c) => HFL.el("td", { text: HFL.fmt(c) })))));
+}
+
+function pct(x) {
+  return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%";
+}
+
+async function loadProject(pid) {
+  const st = await HFL.api("GET", `api/admin/projects/${pid}/stats`);
+  const p = st.project;
+  const kv = [
+    ["raters per item / quorum", `${p.raters_per_item} / ${p.quorum}`],
+    ["labels", st.labels],
+    ["items labelled / complete / kept", `${st.items_labelled} / ${st.items_complete} / ${st.items_kept}`],
+    ["kept share of complete items", pct(st.kept_rate_of_complete)],
+    ["Fleiss' kappa (expression)", HFL.fmt(st.fleiss_kappa_expression)],
+    ["Krippendorff's alpha (expression, nominal)", HFL.fmt(st.krippendorff_alpha_expression_nominal)],
+    ["Krippendorff's alpha (intensity, ordinal)", HFL.fmt(st.krippendorff_alpha_intensity_ordinal)],
+    ["kept by expression", Object.entries(st.kept_expressions).map(([k, v]) => `${k} ${v}`).join(", ") || "–"],
+  ];
+  $("figures").replaceChildren(...kv.map(([k, v]) => HFL.el("tr", {}, HFL.el("th", { text: k }), HFL.el("td", { text: String(v) }))));
+  const names = Array.from(new Set([...Object.keys(st.annotators), ...Object.keys(st.gold)])).sort();
+  table($("annotators"),
+    ["annotator", "labels", "on kept items", "expression agrees", "exact agrees", "median s/item", "gold", "gold expr. acc.", "gold exact acc."],
+    names.map((n) => {
+      const a = st.annotators[n] || {};
+      const g = st.gold[n] || {};
+      return [n, a.labels ?? 0, a.on_kept_items ?? 0, pct(a.expression_agreement), pct(a.exact_agreement),
+        a.median_seconds === undefined ? "–" : HFL.fmt(a.median_seconds, 1), g.gold_labels ?? 0,
+        pct(g.expression_accuracy), pct(g.exact_accuracy)];
+    }));
+  $("confusion").src = `api/admin/projects/${pid}/confusion.png?t=${Date.now()}`;
+  const items = await HFL.api("GET", `api/admin/projects/${pid}/items?limit=100`);
+  $("items-total").textContent = `(first ${items.items.length} of ${items.total})`;
+  table($("items"), ["id", "key", "kind", "gold", "labels", "votes", "majority", "intensity", "kept"],
+    items.items.map((it) => [it.id, it.key, it.kind, it.gold ? "yes" : "", it.n_labels,
+      Object.entries(it.votes).map(([k, v]) => `${k} ${v}`).join(", "), it.expression ?? "–", it.intensity ?? "–",
+      it.kept ? "yes" : ""]));
+}
+
+async function loadUsers() {
+  const users = await HFL.api("GET", "api/admin/users");
+  table($("users"), ["user", "role", "labels"], users.map((u) => [u.username, u.role, u.labels]));
+}
+
+async function main() {
+  const me = await HFL.api("GET", "api/me");
+  HFL.csrf = me.csrf;
+  $("who").textContent = me.username;
+  $("logout").addEventListener("click", HFL.logout);
+  const sel = $("project-select");
+  sel.replaceChildren(...me.projects.map((p) => HFL.el("option", { value: String(p.id), text: p.name })));
+  sel.addEventListener("change", () => { $("label-link").href = `label?project=${sel.value}`; loadProject(sel.value); });
+  $("adduser").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const u = await HFL.api("POST", "api/admin/users", {
+        username: $("new-username").value, password: $("new-password").value, role: $("new-role").value,
+      });
+      $("adduser-status").textContent = `added ${u.username} (${u.role})`;
+      ev.target.reset();
+      loadUsers();
+    } catch (e) {
+      $("adduser-status").textContent = e.message;
+    }
+  });
+  await loadUsers();
+  if (me.projects.length) {
+    sel.value = String(me.projects[0].id);
+    $("label-link").href = `label?project=${sel.value}`;
+    await loadProject(sel.value);
+  }
+  document.body.dataset.ready = "1";
+}
+
+main().catch((e) => { document.body.prepend(HFL.el("p", { class: "error", text: e.message })); });

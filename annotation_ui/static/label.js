@@ -1,0 +1,173 @@
+// The labelling page: keyboard-first (1-7 expression, Q/W/E intensity, Enter submit, X skip, Z undo).
+"use strict";
+const S = { project: null, info: null, item: null, expression: null, intensity: null, busy: false };
+const $ = (id) => document.getElementById(id);
+
+function say(text, kind = "") {
+  const s = $("status");
+  s.textContent = text;
+  s.className = "status " + kind;
+}
+
+function needsIntensity() {
+  return S.expression !== null && S.expression !== "neutral";
+}
+
+function renderChoices() {
+  for (const b of $("expressions").children) b.classList.toggle("on", b.dataset.value === S.expression);
+  for (const b of $("intensities").children) {
+    b.classList.toggle("on", b.dataset.value === S.intensity);
+    b.disabled = S.expression === "neutral";
+  }
+  $("submit").disabled = !S.item || S.expression === null || (needsIntensity() && S.intensity === null);
+}
+
+function renderProgress(p) {
+  if (!p) return;
+  $("progress").textContent =
+    `you: ${p.labelled} labelled, ${p.skipped} skipped · ${p.available} open for you · ` +
+    `project: ${p.complete}/${p.items} items complete`;
+}
+
+function renderItem(item) {
+  S.item = item;
+  S.expression = null;
+  S.intensity = null;
+  const images = $("images");
+  images.replaceChildren();
+  $("instruction").textContent = "";
+  $("done").hidden = item !== null;
+  $("stage").dataset.itemId = item ? String(item.id) : "";
+  if (item) {
+    const roles = item.kind === "pair" ? ["src", "tgt"] : ["image"];
+    for (const role of roles) {
+      if (!item.media[role]) continue;
+      const fig = HFL.el("figure", { class: "face " + role });
+      fig.append(HFL.el("img", { src: item.media[role], alt: role === "src" ? "source face" : "face to label" }));
+      if (item.kind === "pair") fig.append(HFL.el("figcaption", { text: role === "src" ? "source" : "target — label this one" }));
+      images.append(fig);
+    }
+    if (item.instruction) $("instruction").textContent = item.instruction;
+  }
+  renderChoices();
+}
+
+function apply(resp, message) {
+  renderItem(resp.item);
+  renderProgress(resp.progress);
+  if (message) say(message, "ok");
+}
+
+async function call(fn, message) {
+  if (S.busy) return;
+  S.busy = true;
+  try {
+    apply(await fn(), message);
+  } catch (e) {
+    say(e.message, "error");
+    if (e.status === 409) {
+      try { apply(await HFL.api("POST", `api/projects/${S.project}/next`)); } catch (e2) { say(e2.message, "error"); }
+    }
+  } finally {
+    S.busy = false;
+  }
+}
+
+function submit() {
+  if (!S.item) return;
+  if (S.expression === null) return say("pick an expression first (keys 1–7)", "error");
+  if (needsIntensity() && S.intensity === null) return say("pick an intensity (Q, W or E)", "error");
+  const id = S.item.id;
+  const label = S.expression + (S.intensity && needsIntensity() ? ` (${S.intensity})` : "");
+  call(
+    () => HFL.api("POST", `api/projects/${S.project}/items/${id}/label`, {
+      expression: S.expression,
+      intensity: needsIntensity() ? S.intensity : null,
+    }),
+    `saved #${id}: ${label}`,
+  );
+}
+
+function skip() {
+  if (!S.item) return;
+  const id = S.item.id;
+  call(() => HFL.api("POST", `api/projects/${S.project}/items/${id}/skip`), `skipped #${id}`);
+}
+
+function undo() {
+  call(() => HFL.api("POST", `api/projects/${S.project}/undo`), "undone: label it again");
+}
+
+function onKey(ev) {
+  if (ev.target instanceof HTMLSelectElement || ev.altKey || ev.metaKey) return;
+  const key = ev.key.toLowerCase();
+  const k = S.info.keys;
+  if (ev.ctrlKey) {
+    if (key === "z") { ev.preventDefault(); undo(); }
+    return;
+  }
+  if (k.expression[key]) {
+    S.expression = k.expression[key];
+    if (!needsIntensity()) S.intensity = null;
+  } else if (k.intensity[key]) {
+    if (needsIntensity() || S.expression === null) S.intensity = k.intensity[key];
+  } else if (key === "enter") {
+    ev.preventDefault();
+    return submit();
+  } else if (key === "x") {
+    return skip();
+  } else if (key === "z" || key === "backspace") {
+    ev.preventDefault();
+    return undo();
+  } else if (key === "?") {
+    $("guidelines-box").open = !$("guidelines-box").open;
+    return;
+  } else {
+    return;
+  }
+  ev.preventDefault();
+  renderChoices();
+}
+
+function buildButtons(info) {
+  const exprKeys = Object.entries(info.keys.expression);
+  $("expressions").replaceChildren(...exprKeys.map(([key, value]) => {
+    const b = HFL.el("button", { type: "button", "data-value": value, tabindex: "-1" }, HFL.el("kbd", { text: key }), " " + value);
+    b.addEventListener("click", () => { S.expression = value; if (!needsIntensity()) S.intensity = null; renderChoices(); });
+    return b;
+  }));
+  const intKeys = Object.entries(info.keys.intensity);
+  $("intensities").replaceChildren(...intKeys.map(([key, value]) => {
+    const b = HFL.el("button", { type: "button", "data-value": value, tabindex: "-1" }, HFL.el("kbd", { text: key.toUpperCase() }), " " + value);
+    b.addEventListener("click", () => { if (needsIntensity()) { S.intensity = value; renderChoices(); } });
+    return b;
+  }));
+}
+
+async function main() {
+  const me = await HFL.api("GET", "api/me");
+  HFL.csrf = me.csrf;
+  $("who").textContent = me.username;
+  $("admin-link").hidden = me.role !== "admin";
+  if (!me.projects.length) { say("no projects yet: ask an admin to import items", "error"); return; }
+  const wanted = Number(new URLSearchParams(window.location.search).get("project"));
+  S.project = (me.projects.find((p) => p.id === wanted) || me.projects[0]).id;
+  const sel = $("project-select");
+  sel.replaceChildren(...me.projects.map((p) => HFL.el("option", { value: String(p.id), text: p.name })));
+  sel.value = String(S.project);
+  sel.hidden = me.projects.length < 2;
+  sel.addEventListener("change", () => { window.location.search = `?project=${sel.value}`; });
+  S.info = await HFL.api("GET", `api/projects/${S.project}`);
+  $("project-name").textContent = S.info.name;
+  $("guidelines").textContent = S.info.guidelines;
+  buildButtons(S.info);
+  $("submit").addEventListener("click", submit);
+  $("skip").addEventListener("click", skip);
+  $("undo").addEventListener("click", undo);
+  $("logout").addEventListener("click", HFL.logout);
+  document.addEventListener("keydown", onKey);
+  apply(await HFL.api("POST", `api/projects/${S.project}/next`));
+  document.body.dataset.ready = "1";
+}
+
+main().catch((e) => say(e.message, "error"));
