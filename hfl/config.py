@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from hfl.backends.clip import ClipBackendConfig, check_clip_weights
+from hfl.backends.expression import ExpressionBackendConfig, check_expression_backends
 from hfl.backends.face import FaceBackendConfig, check_face_weights
 from hfl.backends.quality import QualityBackendConfig, check_quality_weights
 
@@ -42,6 +44,10 @@ class RayConfig:
 class BackendsConfig:
     face: FaceBackendConfig = field(default_factory=FaceBackendConfig)  # detector, landmarker, embedder
     quality: QualityBackendConfig = field(default_factory=QualityBackendConfig)  # DOVER or BRISQUE
+    expression: ExpressionBackendConfig = field(
+        default_factory=ExpressionBackendConfig
+    )  # captions, semantics
+    clip: ClipBackendConfig = field(default_factory=ClipBackendConfig)  # CLIP image embedder (identity)
 
 
 @dataclass
@@ -68,6 +74,39 @@ class QualityConfig:
 
 
 @dataclass
+class PairConfig:
+    max_frames_per_track: int = 64  # frames of one face track considered (evenly spread beyond it)
+    min_change_score: float = 23.0  # Eq. 8 in per mille of inter-ocular distance (paper: >= 23)
+    max_change_score: float = 250.0  # above it: implausible (another person, a landmark failure)
+    min_semantic_diversity: float = 0.4  # semantic difference in [0, 1] (paper: Qwen2.5-VL >= 0.4)
+    max_pairs_per_video: int = 16  # kept pairs per video
+    max_uses_per_frame: int = 2  # a frame appears in at most this many kept pairs of its video
+    max_semantic_checks: int = 64  # semantic-backend calls per video (bounds VLM cost)
+
+
+@dataclass
+class IdentityConfig:
+    decider: str = "face"  # face (embedding distance) | clip (paper: CLIP cosine) | both (both must pass)
+    max_face_distance: float = 0.6  # face-embedding distance (dlib: Euclidean, 0.6 is its standard)
+    min_clip_identity: float = 0.9  # CLIP image-embedding cosine similarity (paper: >= 0.9)
+
+
+@dataclass
+class CaptionConfig:
+    pronoun: str = "auto"  # auto (the captioner's his/her where it gives one, else neutral) | neutral
+    pose_unit_deg: float = 30.0  # head-turn unit in degrees (paper: 30)
+    expression_clause: str = "changed"  # changed (omit when src and tgt captions agree) | always
+
+
+@dataclass
+class SplitConfig:
+    test_pairs: int = 1007  # test-set size at full scale (paper: 1,007)
+    test_fraction: float = 0.0067  # test share when that gives fewer pairs than test_pairs (1007/151007)
+    group_by: str = "identity"  # identity (videos linked by face embedding) | video
+    link_distance: float = 0.5  # videos whose mean face embeddings are closer than this are one person
+
+
+@dataclass
 class ShardConfig:
     source: str = "quality"  # stage whose kept rows become samples
     samples_per_shard: int = 1000  # samples per tar
@@ -83,6 +122,10 @@ class PipelineConfig:
     backends: BackendsConfig = field(default_factory=BackendsConfig)  # model backends
     mine: MineConfig = field(default_factory=MineConfig)  # frame mining
     quality: QualityConfig = field(default_factory=QualityConfig)  # quality filters
+    pair: PairConfig = field(default_factory=PairConfig)  # landmark/semantic diversity pairing
+    identity: IdentityConfig = field(default_factory=IdentityConfig)  # cross-frame identity verification
+    caption: CaptionConfig = field(default_factory=CaptionConfig)  # captions -> instructions
+    split: SplitConfig = field(default_factory=SplitConfig)  # stratified train/test split
     shard: ShardConfig = field(default_factory=ShardConfig)  # WebDataset shards
 
 
@@ -258,6 +301,39 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
         errors += check_quality_weights(cfg.backends.quality)
     if "mine" in stages:
         errors += check_face_weights(cfg.backends.face)
+    if "pair" in stages:
+        p = cfg.pair
+        if not 0 <= p.min_change_score < p.max_change_score:
+            errors.append("pair.min_change_score/max_change_score: need 0 <= min < max")
+        if not 0 <= p.min_semantic_diversity <= 1:
+            errors.append("pair.min_semantic_diversity: must be in [0, 1]")
+        for k in ("max_frames_per_track", "max_pairs_per_video", "max_uses_per_frame", "max_semantic_checks"):
+            if getattr(p, k) < 1:
+                errors.append(f"pair.{k}: must be >= 1")
+        errors += check_expression_backends(cfg.backends.expression, {"semantic"})
+    if "identity" in stages:
+        if cfg.identity.decider not in ("face", "clip", "both"):
+            errors.append("identity.decider: one of face, clip, both")
+        if cfg.identity.decider in ("clip", "both") and not cfg.backends.clip.path:
+            errors.append("backends.clip.path: required when identity.decider uses clip")
+        if cfg.backends.clip.path:
+            errors += [f"backends.clip: {e}" for e in check_clip_weights(cfg.backends.clip)]
+        if "mine" not in stages:
+            errors += check_face_weights(cfg.backends.face)
+    if "caption" in stages:
+        if cfg.caption.pronoun not in ("auto", "neutral"):
+            errors.append("caption.pronoun: one of auto, neutral")
+        if cfg.caption.expression_clause not in ("changed", "always"):
+            errors.append("caption.expression_clause: one of changed, always")
+        if cfg.caption.pose_unit_deg <= 0:
+            errors.append("caption.pose_unit_deg: must be > 0")
+        errors += check_expression_backends(cfg.backends.expression, {"captioner"})
+    if "split" in stages:
+        sp = cfg.split
+        if sp.group_by not in ("identity", "video"):
+            errors.append("split.group_by: one of identity, video")
+        if not 0 <= sp.test_fraction < 1 or sp.test_pairs < 0:
+            errors.append("split.test_fraction: must be in [0, 1); split.test_pairs: >= 0")
     if "shard" in stages and cfg.shard.samples_per_shard < 1:
         errors.append("shard.samples_per_shard: must be >= 1")
     if errors:

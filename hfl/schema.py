@@ -41,6 +41,88 @@ QUALITY_FIELDS = [
 ]
 QUALITY_SCHEMA = pa.schema(list(FRAME_SCHEMA) + [pa.field(n, t) for n, t in QUALITY_FIELDS])
 
+# Rows produced by `pair`: one per candidate pair of frames of the same face track (same video).
+# Rejected candidates carry keys and scores but no images (the report fetches them from `quality`).
+PAIR_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),  # <video_id>_p<src_frame:06d>-<tgt_frame:06d>
+        ("video", pa.string()),  # input path of the video
+        ("video_id", pa.string()),  # stable id of the video
+        ("track_id", pa.string()),  # the face track both frames belong to
+        ("src_key", pa.string()),  # frame key of the source (earlier) frame
+        ("tgt_key", pa.string()),  # frame key of the target (later) frame
+        ("src_frame", pa.int64()),  # frame indices in the video
+        ("tgt_frame", pa.int64()),
+        ("src_timestamp", pa.float64()),  # seconds
+        ("tgt_timestamp", pa.float64()),
+        ("src_width", pa.int32()),  # image sizes in pixels
+        ("src_height", pa.int32()),
+        ("tgt_width", pa.int32()),
+        ("tgt_height", pa.int32()),
+        ("src_image", pa.binary()),  # JPEG of the source frame (kept pairs only)
+        ("tgt_image", pa.binary()),  # JPEG of the target frame (kept pairs only)
+        ("src_box", pa.list_(pa.float32())),  # face boxes [x0, y0, x1, y1]
+        ("tgt_box", pa.list_(pa.float32())),
+        ("src_landmarks", pa.list_(pa.float32())),  # iBUG-68, flattened pixel (x, y)
+        ("tgt_landmarks", pa.list_(pa.float32())),
+        ("src_log_blur", pa.float32()),  # quality scores of the two frames
+        ("tgt_log_blur", pa.float32()),
+        ("src_quality", pa.float32()),
+        ("tgt_quality", pa.float32()),
+        ("inner_diff", pa.float32()),  # Eq. 8 terms, per mille of inter-ocular distance (hfl.landmarks)
+        ("overall_diff", pa.float32()),
+        ("change_score", pa.float32()),  # 0.7 inner_diff + 0.3 overall_diff
+        ("semantic_diversity", pa.float32()),  # [0, 1] difference from the semantic backend (null: unchecked)
+        ("semantic_backend", pa.string()),  # fer | qwen2.5-vl
+        ("reject_reason", pa.string()),
+        ("reject_detail", pa.string()),
+    ]
+)
+
+# Columns added by `identity`.
+IDENTITY_FIELDS = [
+    ("face_distance", pa.float32()),  # face-embedding distance (dlib: Euclidean of 128-d descriptors)
+    ("face_backend", pa.string()),  # which embedder produced face_distance
+    ("clip_identity", pa.float32()),  # CLIP image cosine similarity (null when CLIP is not configured)
+    ("identity_decider", pa.string()),  # face | clip | both
+    ("src_embedding", pa.list_(pa.float32())),  # source face embedding (links videos of one person in split)
+]
+IDENTITY_SCHEMA = pa.schema(list(PAIR_SCHEMA) + [pa.field(n, t) for n, t in IDENTITY_FIELDS])
+
+# Columns added by `caption`.
+CAPTION_FIELDS = [
+    ("src_expression", pa.string()),  # neutral | happy | sad | surprised | fearful | disgusted | angry
+    ("src_intensity", pa.string()),  # slightly | normally | strongly (null for neutral)
+    ("src_expression_conf", pa.float32()),  # captioner probability of src_expression (fer)
+    ("tgt_expression", pa.string()),
+    ("tgt_intensity", pa.string()),
+    ("tgt_expression_conf", pa.float32()),
+    ("src_yaw", pa.float32()),  # head pose in degrees (hfl.landmarks.head_pose)
+    ("src_pitch", pa.float32()),
+    ("src_roll", pa.float32()),
+    ("tgt_yaw", pa.float32()),
+    ("tgt_pitch", pa.float32()),
+    ("tgt_roll", pa.float32()),
+    ("yaw_delta", pa.float32()),  # tgt - src, degrees (positive: towards image right)
+    ("pitch_delta", pa.float32()),  # tgt - src, degrees (positive: up)
+    ("yaw_units", pa.int32()),  # yaw_delta in pose units (30 degrees), rounded
+    ("pitch_units", pa.int32()),
+    ("pronoun", pa.string()),  # his | her | null (neutral wording)
+    ("edit_expression", pa.string()),  # the instructed expression (null: no expression clause)
+    ("edit_intensity", pa.string()),
+    ("instruction", pa.string()),  # the paper's template, clauses that do not apply omitted
+    ("caption_backend", pa.string()),  # fer | qwen2.5-vl
+]
+CAPTION_SCHEMA = pa.schema(list(IDENTITY_SCHEMA) + [pa.field(n, t) for n, t in CAPTION_FIELDS])
+
+# Columns added by `split`.
+SPLIT_FIELDS = [
+    ("split", pa.string()),  # train | test
+    ("group_id", pa.string()),  # the identity (or video) group: never in both splits
+    ("stratum", pa.string()),  # <tgt expression>|<pose bucket> used for stratification
+]
+SPLIT_SCHEMA = pa.schema(list(CAPTION_SCHEMA) + [pa.field(n, t) for n, t in SPLIT_FIELDS])
+
 # stats.json (marks a stage done):
 # {"stage": str, "rows_in": int, "kept": int, "rejected": {reason: count}, "seconds": float,
 #  "config_hash": str, "units": int, "output": str, "finished_at": iso8601}

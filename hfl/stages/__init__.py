@@ -1,8 +1,15 @@
 """Stage registry: name -> Stage class."""
 
 from hfl.engine.stage import Stage
+from hfl.stages.caption import CaptionStage
+from hfl.stages.identity import IdentityStage
 from hfl.stages.mine import MineStage
+from hfl.stages.pair import PairStage
 from hfl.stages.quality import QualityStage
 from hfl.stages.shard import ShardStage
+from hfl.stages.split import SplitStage
 
-STAGES: dict[str, type[Stage]] = {s.name: s for s in (MineStage, QualityStage, ShardStage)}
+STAGES: dict[str, type[Stage]] = {
+    s.name: s
+    for s in (MineStage, QualityStage, PairStage, IdentityStage, CaptionStage, SplitStage, ShardStage)
+}

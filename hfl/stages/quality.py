@@ -15,6 +15,7 @@ from hfl.backends.quality import load_quality_scorer
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg, hull_area_fraction, in_central_box, landmark_centroid, log_blur
 from hfl.schema import QUALITY_SCHEMA
+from hfl.stages.rows import judged_safely, reject
 
 
 class QualityStage(Stage):
@@ -58,11 +59,7 @@ class QualityStage(Stage):
             yield [self.judge_safely(r, history) for r in rows]
 
     def judge_safely(self, row: dict[str, Any], history: dict[str, deque[np.ndarray]]) -> dict[str, Any]:
-        """judge(), with an unexpected failure on one row recorded as reason `error` on that row."""
-        try:
-            return self.judge(dict(row), history)
-        except Exception as exc:
-            return _reject(row, "error", f"{type(exc).__name__}: {exc}"[:500])
+        return judged_safely(lambda r: self.judge(r, history), row)
 
     def judge(self, row: dict[str, Any], history: dict[str, deque[np.ndarray]]) -> dict[str, Any]:
         """Measure and decide one frame row; the first failed check names the reason."""
@@ -75,29 +72,23 @@ class QualityStage(Stage):
         sharp = log_blur(rgb, lms, q.log_size, q.log_sigma)
         row.update(centroid_x=cx, centroid_y=cy, face_area=area, log_blur=sharp)
         if row["num_faces"] != q.num_faces:
-            return _reject(
+            return reject(
                 row,
                 "no_face" if row["num_faces"] == 0 else "multiple_faces",
                 f"num_faces={row['num_faces']} (need {q.num_faces})",
             )
         if not in_central_box(cx, cy, q.center_fraction):
-            return _reject(
+            return reject(
                 row, "off_center", f"centroid=({cx:.3f},{cy:.3f}) outside central {q.center_fraction:g}"
             )
         if area < q.min_face_area:
-            return _reject(row, "face_too_small", f"face_area={area:.4f} < {q.min_face_area:g}")
+            return reject(row, "face_too_small", f"face_area={area:.4f} < {q.min_face_area:g}")
         if sharp < q.min_log_blur:
-            return _reject(row, "blurry", f"log_blur={sharp:.1f} < {q.min_log_blur:g}")
+            return reject(row, "blurry", f"log_blur={sharp:.1f} < {q.min_log_blur:g}")
         clip = history.setdefault(row["track_id"] or "", deque(maxlen=q.quality_clip_frames))
         clip.append(rgb)
         score = float(self.scorer.score(list(clip)))
         row.update(quality=score, quality_backend=self.scorer.name)
         if score < q.min_quality:
-            return _reject(row, "low_quality", f"{self.scorer.name}={score:.3f} < {q.min_quality:g}")
+            return reject(row, "low_quality", f"{self.scorer.name}={score:.3f} < {q.min_quality:g}")
         return row
-
-
-def _reject(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
-    row["reject_reason"] = reason
-    row["reject_detail"] = detail
-    return row

@@ -15,10 +15,27 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from hfl.config import config_hash
+from hfl.config import PipelineConfig, config_hash
 from hfl.engine.parts import write_json_atomic
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.samples import encode_sample, manifest_fields
+
+
+def used_backends(cfg: PipelineConfig) -> dict[str, str]:
+    """Backend names of the stages this pipeline runs (recorded in every sample's provenance)."""
+    b = cfg.backends
+    out = {"detector": b.face.detector, "landmarker": b.face.landmarker, "quality": b.quality.scorer}
+    if "pair" in cfg.stages:
+        out["semantic"] = b.expression.semantic
+    if "identity" in cfg.stages:
+        out["identity"] = cfg.identity.decider
+        out["embedder"] = b.face.embedder
+        if b.clip.path:
+            out["clip"] = "clip"
+    if "caption" in cfg.stages:
+        out["captioner"] = b.expression.captioner
+        out["pose"] = "pnp-68-meanshape"
+    return out
 
 
 def shard_name(split: str, index: int) -> str:
@@ -87,11 +104,7 @@ class ShardStage(Stage):
         out.mkdir(parents=True, exist_ok=True)
         name = shard_name(split, index)
         chash = config_hash(self.cfg)
-        backends = {
-            "detector": self.cfg.backends.face.detector,
-            "landmarker": self.cfg.backends.face.landmarker,
-            "quality": self.cfg.backends.quality.scorer,
-        }
+        backends = used_backends(self.cfg)
         buf = io.BytesIO()
         manifest = []
         with wds.TarWriter(buf, mtime=0.0, encoder=False) as sink:

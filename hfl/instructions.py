@@ -1,0 +1,60 @@
+"""The paper's instruction template (Sec. 3.1):
+
+    "Make his/her facial expression {expression-type} {intensity-level} and turn his/her head {angle-degree}."
+
+A clause that does not apply is left out. Without a pronoun the neutral form "their" is used. Head turns
+are in whole pose units (30 degrees), directions as seen in the image: yaw > 0 is "right", pitch > 0
+is "up"; a turn on both axes reads "30° left and 30° up".
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def angle_phrase(yaw_units: int, pitch_units: int, unit_deg: float = 30.0) -> str | None:
+    """ "30° left", "60° right and 30° up", or None when the head does not turn by a whole unit."""
+    parts = []
+    if yaw_units:
+        parts.append(f"{abs(yaw_units) * unit_deg:g}° {'right' if yaw_units > 0 else 'left'}")
+    if pitch_units:
+        parts.append(f"{abs(pitch_units) * unit_deg:g}° {'up' if pitch_units > 0 else 'down'}")
+    return " and ".join(parts) or None
+
+
+def build_instruction(
+    expression: str | None,
+    intensity: str | None,
+    yaw_units: int,
+    pitch_units: int,
+    pronoun: str | None = None,
+    unit_deg: float = 30.0,
+) -> str | None:
+    """The instruction for an edit, or None when neither clause applies."""
+    poss = pronoun if pronoun in ("his", "her") else "their"
+    clauses = []
+    if expression:
+        words = f"{expression} {intensity}" if intensity and expression != "neutral" else expression
+        clauses.append(f"make {poss} facial expression {words}")
+    angle = angle_phrase(yaw_units, pitch_units, unit_deg)
+    if angle:
+        clauses.append(f"turn {poss} head {angle}")
+    if not clauses:
+        return None
+    text = " and ".join(clauses)
+    return text[0].upper() + text[1:] + "."
+
+
+TEMPLATE_RE = re.compile(
+    r"^(?:Make (?P<p1>his|her|their) facial expression "
+    r"(?P<expr>neutral|happy|sad|surprised|fearful|disgusted|angry)"
+    r"(?: (?P<int>slightly|normally|strongly))?)?"
+    r"(?:(?(expr) and turn|Turn) (?P<p2>his|her|their) head (?P<angle>\d+° (?:left|right|up|down)"
+    r"(?: and \d+° (?:up|down))?))?\.$"
+)
+
+
+def matches_template(text: str) -> bool:
+    """True when `text` is an instance of the template (used by tests and the dataset card checks)."""
+    m = TEMPLATE_RE.match(text)
+    return bool(m) and bool(m.group("expr") or m.group("angle"))

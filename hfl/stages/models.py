@@ -1,0 +1,85 @@
+"""Adapters from the expression backends (fer, Qwen2.5-VL) to what the pair and caption stages call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hfl.backends.expression import Caption, ExpressionBackendConfig, FerExpression, js_distance, load_fer
+
+Face = tuple[np.ndarray, list[float], int]  # (RGB image, face box, frame index within the track)
+
+
+class FerSemantic:
+    """Semantic difference = JS distance of the two faces' FER2013 distributions (cached per frame)."""
+
+    name = "fer"
+
+    def __init__(self, model: FerExpression) -> None:
+        self.model = model
+
+    def difference(self, a: Face, b: Face, cache: dict[int, Any]) -> float:
+        probs = []
+        for image, box, idx in (a, b):
+            if idx not in cache:
+                cache[idx] = self.model.probabilities(image, box)
+            probs.append(cache[idx])
+        return js_distance(probs[0], probs[1])
+
+
+class VlmSemantic:
+    """Semantic difference asked of Qwen2.5-VL for the two full frames (prompt: hfl/prompts)."""
+
+    name = "qwen2.5-vl"
+
+    def __init__(self, vlm: Any) -> None:
+        self.vlm = vlm
+
+    def difference(self, a: Face, b: Face, cache: dict[int, Any]) -> float | None:
+        return self.vlm.difference([(a[0], b[0])])[0]
+
+
+class FerCaptioner:
+    name = "fer"
+
+    def __init__(self, model: FerExpression) -> None:
+        self.model = model
+
+    def caption(self, image: np.ndarray, box: list[float]) -> Caption | None:
+        return self.model.caption(image, box)
+
+
+class VlmCaptioner:
+    name = "qwen2.5-vl"
+
+    def __init__(self, vlm: Any) -> None:
+        self.vlm = vlm
+
+    def caption(self, image: np.ndarray, box: list[float]) -> Caption | None:
+        out = self.vlm.caption([image])[0]
+        if out is None:
+            return None
+        return Caption(out.expression, out.intensity, confidence=None, pronoun=out.pronoun)
+
+
+def _vlm(cfg: ExpressionBackendConfig) -> Any:
+    from hfl.backends.vlm import load_vlm
+
+    return load_vlm(cfg.vlm)
+
+
+def load_semantic(cfg: ExpressionBackendConfig) -> FerSemantic | VlmSemantic:
+    if cfg.semantic == "vlm":
+        return VlmSemantic(_vlm(cfg))
+    model = load_fer(cfg)
+    model.load()
+    return FerSemantic(model)
+
+
+def load_captioner(cfg: ExpressionBackendConfig) -> FerCaptioner | VlmCaptioner:
+    if cfg.captioner == "vlm":
+        return VlmCaptioner(_vlm(cfg))
+    model = load_fer(cfg)
+    model.load()
+    return FerCaptioner(model)

@@ -1,0 +1,179 @@
+"""Stage `split` (paper Sec. 4.1: 1,007 stratified test pairs): train/test split with no leakage.
+
+* Groups: pairs of one video are one group; with `group_by: identity`, videos whose mean face embeddings
+  (from `identity`) are closer than `link_distance` are merged (union-find), so one person never sits
+  in both splits.
+* Strata: instructed expression x pose bucket (yaw and pitch units, clipped to +-2).
+* Test size: min(test_pairs, round(test_fraction * pairs)). Whole groups are moved to test in a seeded
+  random order while they fill strata that are still short of their proportional target.
+The planner reads only small columns of all caption parts; units then copy each part, adding the split.
+The dataset card (DIR/README.md) is written at the end (hfl.card).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
+from hfl.schema import SPLIT_SCHEMA
+from hfl.stages.rows import kept_batches
+
+PLAN_COLUMNS = [
+    "key",
+    "video_id",
+    "src_embedding",
+    "edit_expression",
+    "yaw_units",
+    "pitch_units",
+    "reject_reason",
+]
+
+
+def stratum(row: dict[str, Any]) -> str:
+    yaw, pitch = (int(np.clip(row.get(k) or 0, -2, 2)) for k in ("yaw_units", "pitch_units"))
+    return f"{row.get('edit_expression') or 'none'}|yaw{yaw:+d}pitch{pitch:+d}"
+
+
+def link_videos(video_ids: list[str], embeddings: np.ndarray, max_distance: float) -> dict[str, str]:
+    """Union-find over videos whose mean embeddings are closer than max_distance; -> video_id: group id.
+
+    Distances are computed in blocks of 1024 videos, so memory stays O(1024 * V).
+    """
+    parent = list(range(len(video_ids)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    sq = (embeddings**2).sum(1)
+    for start in range(0, len(video_ids), 1024):
+        block = embeddings[start : start + 1024]
+        d2 = sq[start : start + 1024, None] + sq[None, :] - 2 * block @ embeddings.T
+        for a, b in zip(*np.nonzero(d2 < max_distance**2), strict=True):
+            i, j = find(start + int(a)), find(int(b))
+            if i != j:
+                parent[max(i, j)] = min(i, j)
+    return {v: f"g-{video_ids[find(i)]}" for i, v in enumerate(video_ids)}
+
+
+def assign_groups(group_strata: dict[str, Counter[str]], n_test: int, seed: int) -> set[str]:
+    """Groups moved to test: seeded order, a group joins when it fills more short strata than it overfills."""
+    total: Counter[str] = Counter()
+    for c in group_strata.values():
+        total.update(c)
+    n = sum(total.values())
+    if n_test <= 0 or n == 0:
+        return set()
+    remaining = {s: n_test * k / n for s, k in total.items()}
+    order = sorted(group_strata)
+    random.Random(seed).shuffle(order)
+    test: set[str] = set()
+    taken = 0
+    for g in order:
+        c = group_strata[g]
+        size = sum(c.values())
+        if taken + size > n_test * 1.1 + 1:
+            continue
+        gain = sum(min(k, max(remaining[s], 0.0)) for s, k in c.items())
+        if gain > 0 and gain >= (size - gain):
+            test.add(g)
+            taken += size
+            for s, k in c.items():
+                remaining[s] -= k
+        if taken >= n_test:
+            break
+    return test
+
+
+class SplitStage(Stage):
+    name = "split"
+    inputs = ("caption",)
+    outputs = ("split", "group_id", "stratum")
+    schema = SPLIT_SCHEMA
+    description = (
+        "stratified train/test split (expression x pose), no video or identity in both; dataset card"
+    )
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, batch_size=64)
+
+    def config_section(self) -> dict[str, Any]:
+        return {"split": asdict(self.cfg.split), "seed": self.cfg.seed}
+
+    def thresholds(self) -> dict[str, Any]:
+        s = self.cfg.split
+        return {"test_pairs": s.test_pairs, "test_fraction": s.test_fraction}
+
+    def plan(self, ctx: StageContext) -> list[WorkUnit]:
+        parts = sorted(ctx.stage_dir("caption").glob("part-*.parquet"))
+        rows_by_part: dict[Path, list[dict[str, Any]]] = {}
+        for p in parts:
+            have = set(pq.ParquetFile(p).schema_arrow.names)
+            cols = [c for c in PLAN_COLUMNS if c in have]
+            table = pq.read_table(p, columns=cols).to_pylist()
+            rows_by_part[p] = [r for r in table if r.get("reject_reason") is None]
+        rows = [r for p in parts for r in rows_by_part[p]]
+        groups = self.groups(rows)
+        group_strata: dict[str, Counter[str]] = {}
+        for r in rows:
+            group_strata.setdefault(groups[r["video_id"]], Counter())[stratum(r)] += 1
+        s = self.cfg.split
+        n_test = min(s.test_pairs, round(s.test_fraction * len(rows)))
+        test = assign_groups(group_strata, n_test, self.cfg.seed)
+        units = []
+        for p in parts:
+            assign = {}
+            for r in rows_by_part[p]:
+                g = groups[r["video_id"]]
+                assign[r["key"]] = ["test" if g in test else "train", g, stratum(r)]
+            units.append(WorkUnit(p.stem.removeprefix("part-"), {"path": str(p), "assign": assign}))
+        return units
+
+    def groups(self, rows: list[dict[str, Any]]) -> dict[str, str]:
+        """video_id -> group id (the video itself, or its identity cluster)."""
+        videos = sorted({r["video_id"] for r in rows})
+        if self.cfg.split.group_by == "video" or not videos:
+            return {v: f"g-{v}" for v in videos}
+        sums: dict[str, list[np.ndarray]] = {}
+        for r in rows:
+            if r.get("src_embedding") is not None:
+                sums.setdefault(r["video_id"], []).append(np.asarray(r["src_embedding"], np.float64))
+        with_emb = [v for v in videos if v in sums]
+        out = {v: f"g-{v}" for v in videos}
+        if with_emb:
+            emb = np.stack([np.mean(sums[v], axis=0) for v in with_emb])
+            out.update(link_videos(with_emb, emb, self.cfg.split.link_distance))
+        return out
+
+    def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
+        assign = unit.payload["assign"]
+        for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
+            out = []
+            for r in rows:
+                split, group, strat = assign[r["key"]]
+                out.append({**r, "split": split, "group_id": group, "stratum": strat})
+            yield out
+
+    def finalize(self, ctx: StageContext) -> None:
+        from hfl.card import write_card
+
+        write_card(ctx.out_dir, self.cfg)
+
+    def external_outputs(self, ctx: StageContext) -> list[Path]:
+        return [ctx.out_dir / "README.md", ctx.out_dir / "card"]
+
+    def extra_stats(self, ctx: StageContext) -> dict[str, Any]:
+        counts: Counter[str] = Counter()
+        for p in sorted(ctx.stage_dir(self.name).glob("part-*.parquet")):
+            counts.update(r["split"] for r in pq.read_table(p, columns=["split"]).to_pylist())
+        return {"splits": dict(counts)}
