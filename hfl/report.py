@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import yaml
 
@@ -49,7 +50,7 @@ IBUG_CONTOURS = [
 
 # Numeric columns that are ids, indices or dimensions rather than scores: no histogram.
 SKIP_NUMERIC = {"frame_index", "width", "height", "timestamp", "index", "row", "shard"}
-SKIP_SUFFIXES = ("_index", "_idx", "_id", "_width", "_height")
+SKIP_SUFFIXES = ("_index", "_idx", "_id", "_width", "_height", "_frame", "_timestamp", "_units")
 
 # One line per known reject reason; unknown reasons get a generic line.
 REASON_TEXT = {
@@ -74,6 +75,14 @@ REASON_TEXT = {
     "low_quality": "perceptual quality score below the configured minimum",
     "duplicate": "near-duplicate of an earlier kept frame",
     "error": "an unexpected error while processing the row (reject_detail holds it)",
+    "too_similar": "change score (Eq. 8) below the minimum: the two frames are near copies",
+    "implausible_change": "change score above the maximum: usually another person or a landmark failure",
+    "not_selected": "in the change-score band but not chosen (per-video pair budget, frame reuse limit)",
+    "low_semantic_diversity": "the semantic backend sees too little expression/pose difference",
+    "semantic_failed": "the semantic backend gave no usable answer",
+    "different_identity": "the two faces are not the same person (face-embedding distance / CLIP)",
+    "caption_failed": "the captioner gave no usable answer",
+    "no_describable_edit": "same expression caption and head turn under one 30-degree unit: no instruction",
 }
 
 CSS = """
@@ -265,7 +274,11 @@ def _fmt(v: float) -> str:
 
 
 def _scan_stage(
-    stage_dir: Path, max_per_sheet: int, caption_cols: list[str], extra_range: dict[str, list[float]]
+    stage_dir: Path,
+    max_per_sheet: int,
+    caption_cols: list[str],
+    extra_range: dict[str, list[float]],
+    score_cols: list[str] | None = None,
 ) -> tuple[_StageScan, list[Path]]:
     """Three passes: counts and ranges; histograms and row choice; images of chosen rows only."""
     scan = _StageScan()
@@ -280,7 +293,11 @@ def _scan_stage(
     names = set(schema.names)
     if "reject_reason" not in names:
         schema = schema.append(pa.field("reject_reason", pa.string()))
-    scan.score_cols = [f.name for f in schema if _is_score_col(f.name, f.type)]
+    scan.score_cols = [
+        f.name
+        for f in schema
+        if _is_score_col(f.name, f.type) and (score_cols is None or f.name in score_cols)
+    ]
     scan.image_cols = _image_columns(schema)
     int_cols = {f.name for f in schema if pa.types.is_integer(f.type)}
 
@@ -319,6 +336,8 @@ def _scan_stage(
     targets = {g: _spread(n, max_per_sheet) for g, n in scan.counts.items()}
     seen = dict.fromkeys(scan.counts, 0)
     light = ["reject_reason", "key", "reject_detail", *scan.score_cols]
+    if "instruction" in names:
+        light.append("instruction")
     for fi, row0, batch in _iter_batches(files, light, BATCH_ROWS):
         groups = _groups(batch)
         kept = groups == KEPT
@@ -347,7 +366,10 @@ def _make_pick(
 ) -> _Pick:
     key = batch.column("key")[i].as_py()
     detail = batch.column("reject_detail")[i].as_py()
-    if detail:
+    instruction = batch.column("instruction")[i].as_py() if "instruction" in batch.schema.names else None
+    if instruction:
+        caption = f"{detail} | {instruction}" if detail else str(instruction)
+    elif detail:
         caption = str(detail)
     else:
         parts = []
@@ -361,7 +383,11 @@ def _make_pick(
 
 
 def _fetch_thumbs(files: list[Path], scan: _StageScan, names: set[str]) -> None:
-    """Decode and draw the chosen rows' images; only row groups holding a chosen row are read."""
+    """Decode and draw the chosen rows' images; only row groups holding a chosen row are read.
+
+    Rows that name a frame (`src_key` next to `src_image`) but carry no bytes, such as rejected pair
+    candidates, get the frame from the upstream frame stage (quality, else mine).
+    """
     wanted: dict[tuple[int, int], _Pick] = {
         (p.file_idx, p.row): p for picks in scan.picks.values() for p in picks
     }
@@ -373,7 +399,8 @@ def _fetch_thumbs(files: list[Path], scan: _StageScan, names: set[str]) -> None:
         row_groups[fi] = sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows})
     cols = list(scan.image_cols)
     for ic in scan.image_cols:
-        cols += [c for c in _overlay_cols(ic, names) if c]
+        cols += [c for c in (*_overlay_cols(ic, names), _frame_key_col(ic, names)) if c]
+    specs: dict[int, tuple[_Pick, list[list[Any]]]] = {}
     for fi, row0, batch in _iter_batches(files, cols, IMAGE_BATCH_ROWS, row_groups):
         for i in range(batch.num_rows):
             pick = wanted.get((fi, row0 + i))
@@ -382,12 +409,44 @@ def _fetch_thumbs(files: list[Path], scan: _StageScan, names: set[str]) -> None:
             tiles = []
             for ic in scan.image_cols:
                 box_c, lm_c = _overlay_cols(ic, names)
-                data = batch.column(ic)[i].as_py()
-                box = batch.column(box_c)[i].as_py() if box_c else None
-                lms = batch.column(lm_c)[i].as_py() if lm_c else None
-                tiles.append(_thumb(data, box, lms, rejected=pick.group != KEPT))
-            gap = np.full((THUMB_H, 3, 3), 255, np.uint8)
-            pick.thumb = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
+                key_c = _frame_key_col(ic, names)
+                tiles.append(
+                    [
+                        batch.column(ic)[i].as_py(),
+                        batch.column(box_c)[i].as_py() if box_c else None,
+                        batch.column(lm_c)[i].as_py() if lm_c else None,
+                        batch.column(key_c)[i].as_py() if key_c else None,
+                    ]
+                )
+            specs[id(pick)] = (pick, tiles)
+    missing = {t[3] for _, tiles in specs.values() for t in tiles if t[0] is None and t[3]}
+    frames = _upstream_frames(files[0].parent.parent, missing) if missing else {}
+    for pick, tiles in specs.values():
+        thumbs = []
+        for data, box, lms, key in tiles:
+            thumbs.append(_thumb(data or frames.get(key), box, lms, rejected=pick.group != KEPT))
+        gap = np.full((THUMB_H, 3, 3), 255, np.uint8)
+        pick.thumb = np.concatenate([t for tile in thumbs for t in (tile, gap)][:-1], axis=1)
+
+
+def _frame_key_col(image_col: str, names: set[str]) -> str | None:
+    """`src_image` -> `src_key` when the stage records which frame the image is."""
+    if image_col == "image":
+        return None
+    col = image_col[: -len("image")] + "key"
+    return col if col in names else None
+
+
+def _upstream_frames(stages_dir: Path, keys: set[str]) -> dict[str, bytes]:
+    """JPEG bytes of frames by key from the quality (else mine) stage parts."""
+    for stage in ("quality", "mine"):
+        parts = sorted((stages_dir / stage).glob("part-*.parquet"))
+        if parts:
+            table = pads.dataset([str(p) for p in parts]).to_table(
+                columns=["key", "image"], filter=pads.field("key").isin(pa.array(sorted(keys)))
+            )
+            return dict(zip(table.column("key").to_pylist(), table.column("image").to_pylist(), strict=True))
+    return {}
 
 
 # ----------------------------------------------------------------------------- drawing
@@ -681,11 +740,15 @@ def write_report(
 
     funnel: list[dict[str, Any]] = []
     sections: list[str] = []
+    upstream: set[str] = set()
     for stage in stages:
         sdir = out_dir / "stages" / stage
         stats = _read_json(sdir / "stats.json")
         files = sorted(sdir.glob("part-*.parquet"))
-        fields = [f for f in pq.read_schema(files[0]) if _is_score_col(f.name, f.type)] if files else []
+        schema = pq.read_schema(files[0]) if files else pa.schema([])
+        # histogram only what this stage adds; upstream columns were drawn in their own stage's section
+        fields = [f for f in schema if _is_score_col(f.name, f.type) and f.name not in upstream]
+        upstream |= set(schema.names)
         cols = [f.name for f in fields]
         float_cols = [f.name for f in fields if pa.types.is_floating(f.type)]
         if thresholds is not None:
@@ -693,7 +756,7 @@ def write_report(
         else:
             thr = _thresholds_from_config(config, stage, cols)
         caption_cols = [c for c in thr if c in cols] or float_cols[:2]
-        scan, files = _scan_stage(sdir, max_per_sheet, caption_cols, thr)
+        scan, files = _scan_stage(sdir, max_per_sheet, caption_cols, thr, cols)
         rejected_scan = {g: n for g, n in scan.counts.items() if g != KEPT}
         row = {
             "stage": stage,
