@@ -77,3 +77,15 @@ def ray_session():
     init_ray(cfg)
     yield
     ray.shutdown()
+
+
+GTKMORPH = Path("/usr/share/xmorph/example/AD")  # Debian gtkmorph-example: photos of two different men
+
+
+@pytest.fixture(scope="session")
+def two_men() -> tuple[np.ndarray, np.ndarray]:
+    """Two real photos of two different men (Debian's gtkmorph-example image1/image2), RGB."""
+    paths = [GTKMORPH / "image1.png", GTKMORPH / "image2.png"]
+    missing = [str(p) for p in paths if not p.is_file()]
+    assert not missing, f"install Debian's gtkmorph-example (scripts/setup.sh does): missing {missing}"
+    return tuple(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths)  # type: ignore[return-value]
