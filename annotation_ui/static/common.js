@@ -36,6 +36,8 @@ const HFL = {
     try { await HFL.api("POST", "api/logout"); } finally { window.location.href = "login"; }
   },
   fmt(x, digits = 3) {
-    return x === null || x === undefined ? "–" : (typeof x === "number" ? x.toFixed(digits) : String(x));
+    if (x === null || x === undefined) return "–";
+    if (typeof x !== "number" || Number.isInteger(x)) return String(x);
+    return x.toFixed(digits);
   },
 };

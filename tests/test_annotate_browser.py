@@ -1,0 +1,130 @@
+"""End to end in Debian's chromium (headless, playwright with executable_path; no browser download):
+annotators log in and label with the keyboard only; screenshots of the labelling page and dashboard."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from annotate_support import PASSWORD, add_users, make_project
+from sqlalchemy import select
+
+from annotation_ui.app import create_app
+from annotation_ui.db import Database
+from annotation_ui.models import Label, User
+from annotation_ui.testing import LiveServer
+
+pytest_plugins = ["annotate_fixtures"]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS_ENV = "HFL_TEST_ARTIFACTS"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+
+
+def wait_loaded(img, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until an <img> has decoded (CDP evaluation: the page's CSP forbids wait_for_function's eval)."""
+    deadline = time.monotonic() + timeout_s
+    while not img.evaluate("e => e.complete && e.naturalWidth > 0"):
+        assert time.monotonic() < deadline, "image did not load"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Screenshots go to $HFL_TEST_ARTIFACTS/annotate (CI keeps them) or the test's temp folder."""
+    base = Path(os.environ[SHOTS_ENV]) if os.environ.get(SHOTS_ENV) else tmp_path
+    d = base / "annotate"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_keyboard_only_labelling_and_dashboard(
+    sqlite_db: Database, face_shard: Path, pair_shard: Path, shots: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    make_project(sqlite_db, face_shard, limit=3, raters_per_item=2, quorum=2, gold_every=0)
+    add_users(sqlite_db, ["alice", "bob"])
+    add_users(sqlite_db, ["boss"], role="admin")
+    plan = {  # keys each annotator presses per item: expression digit, intensity letter (or none), Enter
+        "alice": [["2", "q"], ["3", "e"], ["1"]],
+        "bob": [["2", "w"], ["3", "e"], ["5", "w"]],
+    }
+    with LiveServer(create_app(sqlite_db)) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            for name, items in plan.items():
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.goto(srv.url + "/label")
+                expect(page).to_have_url(srv.url + "/login")
+                page.keyboard.type(name)  # the user name field has focus
+                page.keyboard.press("Tab")
+                page.keyboard.type(PASSWORD)
+                page.keyboard.press("Enter")
+                expect(page).to_have_url(srv.url + "/label")
+                expect(page.locator("body")).to_have_attribute("data-ready", "1")
+                expect(page.locator("#guidelines")).to_contain_text("Label the expression")
+                for n, keys in enumerate(items):
+                    stage = page.locator("#stage")
+                    before = stage.get_attribute("data-item-id")
+                    assert before, "no item shown"
+                    img = page.locator("#images img")
+                    expect(img).to_have_count(1)
+                    wait_loaded(img)
+                    if n == 0:
+                        page.keyboard.press("4")  # change of mind: 4 then the real choice
+                    for k in keys:
+                        page.keyboard.press(k)
+                    if name == "alice" and n == 0:
+                        expect(page.locator("#expressions button.on")).to_have_text("2 happy")
+                        expect(page.locator("#intensities button.on")).to_have_text("Q slightly")
+                        page.screenshot(path=str(shots / "labelling.png"))
+                    page.keyboard.press("Enter")
+                    expect(page.locator("#status")).to_contain_text(f"saved #{before}")
+                    if n + 1 < len(items):
+                        expect(stage).not_to_have_attribute("data-item-id", before)
+                expect(page.locator("#done")).to_be_visible()
+                expect(page.locator("#progress")).to_contain_text("you: 3 labelled")
+                if name == "bob":  # undo the last label with Z: the item comes back, then label it again
+                    page.keyboard.press("z")
+                    expect(page.locator("#done")).to_be_hidden()
+                    expect(page.locator("#progress")).to_contain_text("you: 2 labelled")
+                    page.keyboard.press("5")
+                    page.keyboard.press("w")
+                    page.keyboard.press("Enter")
+                    expect(page.locator("#done")).to_be_visible()
+                page.close()
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(srv.url + "/login")
+            page.keyboard.type("boss")
+            page.keyboard.press("Tab")
+            page.keyboard.type(PASSWORD)
+            page.keyboard.press("Enter")
+            expect(page).to_have_url(srv.url + "/admin")
+            expect(page.locator("body")).to_have_attribute("data-ready", "1")
+            expect(page.locator("#figures")).to_contain_text("Fleiss' kappa")
+            expect(page.locator("#annotators")).to_contain_text("alice")
+            wait_loaded(page.locator("#confusion"))
+            page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    with sqlite_db.read() as s:
+        rows = s.execute(
+            select(User.username, Label.item_id, Label.expression, Label.intensity)
+            .join(User, User.id == Label.annotator_id)
+            .order_by(User.username, Label.item_id)
+        ).all()
+    got = {(u, e, i) for u, _, e, i in rows}
+    assert got == {
+        ("alice", "happy", "slightly"),
+        ("alice", "sad", "strongly"),
+        ("alice", "neutral", None),
+        ("bob", "happy", "normally"),
+        ("bob", "sad", "strongly"),
+        ("bob", "fearful", "normally"),
+    }
+    assert (shots / "labelling.png").stat().st_size > 10_000
+    assert (shots / "dashboard.png").stat().st_size > 10_000
