@@ -19,8 +19,6 @@ import pytest
 from hfl.backends.base import BackendUnavailable
 from hfl.backends.clip import ClipBackendConfig, ClipImageEmbedder, check_clip_weights, cosine, load_clip
 from hfl.backends.vlm import (
-    EXPRESSIONS,
-    INTENSITIES,
     QWEN_IMAGE,
     FaceCaption,
     QwenVL,
@@ -34,6 +32,7 @@ from hfl.backends.vlm import (
     parse_difference,
     render_qwen_prompt,
 )
+from hfl.labels import EXPRESSIONS, INTENSITIES
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

@@ -24,9 +24,8 @@ import numpy as np
 
 from hfl.backends.base import BackendUnavailable, DropsModelWhenPickled
 from hfl.backends.vlm import VlmBackendConfig, check_vlm_weights
+from hfl.labels import EXPRESSIONS, INTENSITIES
 
-EXPRESSIONS = ("neutral", "happy", "sad", "surprised", "fearful", "disgusted", "angry")  # paper order
-INTENSITIES = ("slightly", "normally", "strongly")
 FER_CLASSES = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")  # FER2013 order
 FER_TO_PAPER = np.array([FER_CLASSES.index(e) for e in EXPRESSIONS])
 FER_FILE = "data/emotion_model_quantized.tflite"

@@ -37,8 +37,6 @@ import numpy as np
 from hfl.backends.base import BackendUnavailable, DropsModelWhenPickled
 from hfl.backends.clip import missing_weight_files, model_type_error, pil_image_processor_class, rgb_u8
 
-EXPRESSIONS = ("neutral", "happy", "sad", "surprised", "fearful", "disgusted", "angry")
-INTENSITIES = ("slightly", "normally", "strongly")
 PRONOUNS = ("his", "her")
 ENGINES = ("transformers", "vllm")
 QWEN_MODEL_TYPE = "qwen2_5_vl"
