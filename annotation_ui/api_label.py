@@ -63,13 +63,17 @@ def _run(request: Request, fn: Callable[[Session], T]) -> T:
             raise HTTPException(409, "conflict: this label or claim exists already") from exc
 
 
-def _next_payload(request: Request, project_id: int, auth: Auth) -> dict:
-    def work(s: Session) -> dict:
-        project = _project(s, project_id)
-        served = assign.next_item(s, project, auth.user_id)
-        return {"item": _item_json(served), "progress": assign.progress(s, project, auth.user_id)}
+def _progress(request: Request, project_id: int, auth: Auth) -> dict:
+    with settings(request).db.read() as s:  # outside the write transaction: SQLite readers run in parallel
+        return assign.progress(s, _project(s, project_id), auth.user_id)
 
-    return _run(request, work)
+
+def _next_payload(request: Request, project_id: int, auth: Auth) -> dict:
+    def work(s: Session) -> dict | None:
+        return _item_json(assign.next_item(s, _project(s, project_id), auth.user_id))
+
+    item = _run(request, work)
+    return {"item": item, "progress": _progress(request, project_id, auth)}
 
 
 @router.get("/projects/{project_id}")
@@ -115,15 +119,10 @@ def skip(project_id: int, item_id: int, request: Request, auth: CsrfDep) -> dict
 @router.post("/projects/{project_id}/undo")
 def undo(project_id: int, request: Request, auth: CsrfDep) -> dict:
     def work(s: Session) -> dict:
-        project = _project(s, project_id)
-        served = assign.undo_last(s, project, auth.user_id)
-        return {
-            "undone": served.item_id,
-            "item": _item_json(served),
-            "progress": assign.progress(s, project, auth.user_id),
-        }
+        served = assign.undo_last(s, _project(s, project_id), auth.user_id)
+        return {"undone": served.item_id, "item": _item_json(served)}
 
-    return _run(request, work)
+    return {**_run(request, work), "progress": _progress(request, project_id, auth)}
 
 
 @router.get("/items/{item_id}/media/{role}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,6 +74,9 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             self.write_engine = self.engine
+        # SQLite: one writer at a time anyway; queue writers of this process on a lock instead of letting
+        # them poll the file lock (SQLite's busy handler sleeps and retries: unfair, long tails).
+        self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
 
@@ -87,7 +91,11 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._write() as s, s.begin():
+        if self._write_lock is None:
+            with self._write() as s, s.begin():
+                yield s
+            return
+        with self._write_lock, self._write() as s, s.begin():
             yield s
 
     def transact(self, fn: Callable[[Session], T], attempts: int = 5) -> T:
