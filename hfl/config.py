@@ -108,7 +108,7 @@ class SplitConfig:
 
 @dataclass
 class ShardConfig:
-    source: str = "quality"  # stage whose kept rows become samples
+    source: str = ""  # stage whose kept rows become samples; empty = the stage before `shard` in `stages`
     samples_per_shard: int = 1000  # samples per tar
     default_split: str = "all"  # split name for rows without a `split` column
 
@@ -334,6 +334,8 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
             errors.append("split.group_by: one of identity, video")
         if not 0 <= sp.test_fraction < 1 or sp.test_pairs < 0:
             errors.append("split.test_fraction: must be in [0, 1); split.test_pairs: >= 0")
+    if "shard" in stages and cfg.shard.source and cfg.shard.source not in cfg.stages:
+        errors.append(f"shard.source: '{cfg.shard.source}' is not one of this pipeline's stages")
     if "shard" in stages and cfg.shard.samples_per_shard < 1:
         errors.append("shard.samples_per_shard: must be >= 1")
     if errors:

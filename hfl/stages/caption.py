@@ -31,7 +31,9 @@ class CaptionStage(Stage):
     unit_aligned = True
 
     def resources(self) -> Resources:
-        return Resources(num_cpus=1, batch_size=32)
+        from hfl.stages.models import vlm_resources
+
+        return vlm_resources(self.cfg.backends.expression, "captioner", 32)
 
     def config_section(self) -> dict[str, Any]:
         e = self.cfg.backends.expression

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from hfl.backends.expression import Caption, ExpressionBackendConfig, FerExpression, js_distance, load_fer
+from hfl.engine.stage import Resources
 
 Face = tuple[np.ndarray, list[float], int]  # (RGB image, face box, frame index within the track)
 
@@ -61,6 +62,14 @@ class VlmCaptioner:
         if out is None:
             return None
         return Caption(out.expression, out.intensity, confidence=None, pronoun=out.pronoun)
+
+
+def vlm_resources(cfg: ExpressionBackendConfig, role: str, batch_size: int) -> Resources:
+    """One GPU per worker when the stage's backend is a VLM on a GPU; else one CPU."""
+    vlm = cfg.vlm
+    if getattr(cfg, role) == "vlm" and (vlm.engine == "vllm" or vlm.device.startswith("cuda")):
+        return Resources(num_cpus=1, num_gpus=float(vlm.tensor_parallel_size), batch_size=batch_size)
+    return Resources(num_cpus=1, batch_size=batch_size)
 
 
 def _vlm(cfg: ExpressionBackendConfig) -> Any:

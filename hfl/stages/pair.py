@@ -61,7 +61,9 @@ class PairStage(Stage):
     unit_aligned = True
 
     def resources(self) -> Resources:
-        return Resources(num_cpus=1, batch_size=256)
+        from hfl.stages.models import vlm_resources
+
+        return vlm_resources(self.cfg.backends.expression, "semantic", 256)
 
     def config_section(self) -> dict[str, Any]:
         e = self.cfg.backends.expression

@@ -49,7 +49,16 @@ class ShardStage(Stage):
 
     @property
     def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
-        return (self.cfg.shard.source,)
+        return (self.source,)
+
+    @property
+    def source(self) -> str:
+        """shard.source, else the stage listed before `shard` in the pipeline."""
+        stages = self.cfg.stages
+        if self.cfg.shard.source:
+            return self.cfg.shard.source
+        i = stages.index(self.name) if self.name in stages else len(stages)
+        return stages[i - 1] if i > 0 else "quality"
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=256)
@@ -62,7 +71,7 @@ class ShardStage(Stage):
 
     def plan(self, ctx: StageContext) -> list[WorkUnit]:
         """Sort kept keys (per split) and cut them into shards: stable for the same kept set."""
-        src = ctx.stage_dir(self.cfg.shard.source)
+        src = ctx.stage_dir(self.source)
         by_split: dict[str, list[tuple[str, str]]] = {}
         for p in sorted(src.glob("part-*.parquet")):
             names = pq.ParquetFile(p).schema_arrow.names
