@@ -338,5 +338,6 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
         errors.append(f"shard.source: '{cfg.shard.source}' is not one of this pipeline's stages")
     if "shard" in stages and cfg.shard.samples_per_shard < 1:
         errors.append("shard.samples_per_shard: must be >= 1")
+    errors = list(dict.fromkeys(errors))  # one message per problem, even when two stages share it
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
