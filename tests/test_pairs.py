@@ -241,3 +241,68 @@ def test_link_videos_merges_one_person_only() -> None:
     emb = np.stack([a, a + 0.001, b]).astype(np.float64)
     groups = link_videos(["v1", "v2", "v3"], emb, 0.5)
     assert groups["v1"] == groups["v2"] != groups["v3"]
+
+
+# ----------------------------------------------------------------------------- paper backends (plumbing)
+
+
+def test_identity_records_clip_and_face_when_both_run(tmp_path, two_men) -> None:
+    """Tiny random CLIP (plumbing only): both scores recorded; the decider picks which decides."""
+    from tests.test_vlm_clip_backends import _write_tiny_clip
+
+    cfg = PipelineConfig()
+    cfg.backends.clip.path = str(_write_tiny_clip(tmp_path / "clip"))
+    cfg.identity.decider = "clip"
+    cfg.identity.min_clip_identity = -1.0  # any similarity passes: only the face check could reject
+    stage = IdentityStage(cfg)
+    stage.setup()
+    row = stage.judge(pair_row(*two_men))
+    assert -1 <= row["clip_identity"] <= 1 and row["face_distance"] > 0.6
+    assert row.get("reject_reason") is None  # clip decides, and passes
+    cfg.identity.decider = "both"
+    assert stage.judge(pair_row(*two_men))["reject_reason"] == "different_identity"
+
+
+def test_vlm_backends_plug_into_pair_and_caption(tmp_path, carphone_frames) -> None:
+    """Tiny random Qwen2.5-VL (plumbing only): the stages call it and record an answer or a reason."""
+    from hfl.stages.caption import CaptionStage
+    from hfl.stages.models import load_captioner, load_semantic
+    from tests.test_vlm_clip_backends import _write_tiny_qwen
+
+    cfg = PipelineConfig()
+    e = cfg.backends.expression
+    e.captioner = e.semantic = "vlm"
+    e.vlm.path = str(_write_tiny_qwen(tmp_path / "qwen"))
+    e.vlm.max_new_tokens = 8
+    sem = load_semantic(e)
+    a, b = carphone_frames[0], carphone_frames[5]
+    value = sem.difference((a, [0, 0, 1, 1], 0), (b, [0, 0, 1, 1], 1), {})
+    assert sem.name == "qwen2.5-vl" and (value is None or 0 <= value <= 1)
+    stage = CaptionStage(cfg)
+    stage.captioner = load_captioner(e)
+    row = {**pair_row(a, b)}
+    for side, img in (("src", a), ("tgt", b)):
+        row[f"{side}_width"], row[f"{side}_height"] = img.shape[1], img.shape[0]
+    out = stage.judge(row)
+    assert out["caption_backend"] == "qwen2.5-vl"
+    assert out.get("reject_reason") in (None, "caption_failed", "no_describable_edit")
+    if out.get("reject_reason") is None:
+        assert matches_template(out["instruction"])
+
+
+def test_pair_chain_config_errors_name_every_key() -> None:
+    from hfl.config import ConfigError, validate
+
+    cfg = PipelineConfig()
+    cfg.stages = ["pair", "identity", "caption", "split", "shard"]
+    cfg.pair.min_change_score, cfg.pair.max_change_score = 30.0, 20.0
+    cfg.identity.decider = "clip"
+    cfg.backends.expression.captioner = "gpt"
+    cfg.split.group_by = "face"
+    cfg.shard.source = "nowhere"
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, cfg.stages)
+    msg = str(err.value)
+    for key in ("pair.min_change_score", "backends.clip.path", "backends.expression.captioner",
+                "split.group_by", "shard.source"):  # fmt: skip
+        assert key in msg
