@@ -84,7 +84,7 @@ def _served(s: Session, item: Item, claim: Claim) -> Served:
 
 
 def _candidate(
-    s: Session, project: Project, user_id: int, gold: bool, now: datetime, skip: list[int]
+    s: Session, project: Project, user_id: int, gold: bool, now: datetime, skip: list[int], wait: bool = False
 ) -> int | None:
     done = exists().where(Label.item_id == Item.id, Label.annotator_id == user_id)
     skipped = exists().where(Skip.item_id == Item.id, Skip.annotator_id == user_id)
@@ -105,7 +105,7 @@ def _candidate(
     if skip:
         q = q.where(Item.id.not_in(skip))
     if s.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True, of=Item)
+        q = q.with_for_update(skip_locked=not wait, of=Item)
     return s.scalar(q)
 
 
@@ -179,6 +179,10 @@ def _claim_first(s: Session, project: Project, user_id: int, gold: bool, now: da
     tried: list[int] = []
     for _ in range(MAX_CANDIDATES):
         item_id = _candidate(s, project, user_id, gold, now, tried)
+        if item_id is None and s.get_bind().dialect.name == "postgresql":
+            # Every free candidate was locked by a concurrent transaction (e.g. a submit on it): wait for
+            # one rather than report an empty queue that is not empty.
+            item_id = _candidate(s, project, user_id, gold, now, tried, wait=True)
         if item_id is None:
             return None
         item = _has_room(s, item_id, user_id, now)

@@ -52,10 +52,20 @@ function renderItem(item) {
   renderChoices();
 }
 
+let retry = null;
+
 function apply(resp, message) {
   renderItem(resp.item);
   renderProgress(resp.progress);
   if (message) say(message, "ok");
+  clearTimeout(retry);
+  if (resp.item === null && resp.progress && resp.progress.available > 0) {
+    // open items exist but others hold their leases right now: ask again shortly
+    $("done").textContent = "Every open item is being labelled by someone else right now; checking again…";
+    retry = setTimeout(() => call(() => HFL.api("POST", `api/projects/${S.project}/next`)), 10000);
+  } else {
+    $("done").textContent = "Nothing left in your queue. Thank you!";
+  }
 }
 
 async function call(fn, message) {
