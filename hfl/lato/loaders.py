@@ -1,0 +1,344 @@
+"""Weight loaders for local files (no hub access): Step1X-Edit (DiT, FLUX VAE, Qwen2.5-VL) and the released
+LaTo files (landmark tokenizer, landmark adapter, LoRA).
+
+Expected layout (as downloaded by the official ``scripts/download_model.sh``)::
+
+    models/LaTo/lato/lato.safetensors        DiT (Step1X-Edit key names: img_in, double_blocks.*, connector.*)
+    models/LaTo/lato/vae.safetensors         FLUX VAE (BFL key names: encoder.down.0.block.0.norm1.weight)
+    models/LaTo/Po_VQVAE/model.safetensors   landmark tokenizer (encoder.*, decoder.*, vq.codebook)
+    models/LaTo/lora/lato.safetensors        LoRA, kohya/sd-scripts format (lora_unet_<module>.lora_down/up/alpha)
+    landmark_in.pth                          adapter: torch.save({"weight", "bias"})
+    models/Qwen/Qwen2.5-VL-7B-Instruct/      Hugging Face folder
+
+Every loader fails with ``FileNotFoundError`` naming the missing files, and with ``ValueError`` listing
+unexpected / missing keys when a file does not match the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from hfl.lato.dit import LaToConfig, LaToDiT
+from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
+from hfl.lato.vae import FluxVAE, VAEConfig
+
+KOHYA_PREFIX = "lora_unet"
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def require_files(folder: str | Path, names: Iterable[str], what: str) -> None:
+    """Raise FileNotFoundError naming every file of ``names`` missing in ``folder``."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"{what}: {folder} does not exist")
+    missing = [n for n in names if not (folder / n).exists()]
+    if missing:
+        raise FileNotFoundError(f"{what}: missing {', '.join(missing)} in {folder}")
+
+
+def weight_files(path: str | Path, what: str) -> list[Path]:
+    """Safetensors files of a checkpoint: a file, or a folder with ``*.safetensors`` (sharded index ok)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.exists():
+        raise FileNotFoundError(f"{what}: {path} does not exist")
+    index = sorted(path.glob("*.safetensors.index.json"))
+    if index:
+        names = sorted(set(json.loads(index[0].read_text())["weight_map"].values()))
+        missing = [n for n in names if not (path / n).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{what}: missing {', '.join(missing)} in {path} (listed in {index[0].name})"
+            )
+        return [path / n for n in names]
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{what}: no .safetensors weights in {path}")
+    return files
+
+
+def read_state_dict(path: str | Path, what: str, device: str = "cpu") -> dict[str, Tensor]:
+    """All tensors of a safetensors checkpoint (file or folder) or a torch ``.pth``/``.pt`` file."""
+    path = Path(path)
+    if path.suffix in (".pth", ".pt", ".bin"):
+        if not path.is_file():
+            raise FileNotFoundError(f"{what}: {path} does not exist")
+        sd = torch.load(path, map_location=device, weights_only=True)
+        return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    from safetensors.torch import load_file
+
+    out: dict[str, Tensor] = {}
+    for f in weight_files(path, what):
+        out.update(load_file(str(f), device=device))
+    return out
+
+
+def _load_into(
+    model: nn.Module, sd: dict[str, Tensor], what: str, allowed_missing: Iterable[str] = ()
+) -> list[str]:
+    """``load_state_dict(assign=True)``; unexpected keys or missing keys outside ``allowed_missing``
+    (regexes) raise ValueError. Returns the allowed missing keys."""
+    res = model.load_state_dict(sd, strict=False, assign=True)
+    bad_missing = [k for k in res.missing_keys if not any(re.fullmatch(p, k) for p in allowed_missing)]
+    if res.unexpected_keys or bad_missing:
+        raise ValueError(
+            f"{what}: checkpoint does not match the model: missing {bad_missing[:20]} "
+            f"({len(bad_missing)}), unexpected {res.unexpected_keys[:20]} ({len(res.unexpected_keys)})"
+        )
+    return list(res.missing_keys)
+
+
+def _materialize(model: nn.Module, device: str) -> None:
+    """Give parameters and buffers still on ``meta`` (not in the checkpoint) real storage and their init."""
+    for mod in model.modules():
+        if any(p.is_meta for p in mod.parameters(recurse=False)):
+            mod.to_empty(device=device, recurse=False)
+            if isinstance(mod, nn.Linear):
+                nn.init.xavier_uniform_(mod.weight)
+                if mod.bias is not None:
+                    nn.init.zeros_(mod.bias)
+            for name, p in mod.named_parameters(recurse=False):
+                if name == "landmark_uncond":
+                    with torch.no_grad():
+                        p.normal_(0.0, 0.02)
+
+
+# ----------------------------------------------------------------------------- Step1X-Edit / LaTo DiT
+
+
+def load_step1x_dit(
+    path: str | Path,
+    config: LaToConfig | None = None,
+    landmark_adapter: str | Path | None = None,
+    dtype: torch.dtype = torch.bfloat16,
+    device: str = "cpu",
+) -> LaToDiT:
+    """LaTo DiT from a Step1X-Edit (or ``lato.safetensors``) checkpoint.
+
+    Step1X-Edit checkpoints have no ``landmark_in`` / ``landmark_uncond``: they are initialised fresh
+    (or ``landmark_in`` is read from ``landmark_adapter``). Built on the meta device, so a 12B model is
+    never initialised twice.
+    """
+    sd = read_state_dict(path, "Step1X-Edit DiT")
+    with torch.device("meta"):
+        model = LaToDiT(config or LaToConfig())
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    _load_into(model, sd, f"Step1X-Edit DiT {path}", allowed_missing=[r"landmark_in\..*", r"landmark_uncond"])
+    _materialize(model, device)
+    if landmark_adapter is not None:
+        load_landmark_adapter(model, landmark_adapter)
+    return model.to(device=device, dtype=dtype)
+
+
+def load_landmark_adapter(model: LaToDiT, path: str | Path) -> None:
+    """Release's ``landmark_in.pth`` ({"weight", "bias"}) or a safetensors with ``landmark_in.*`` keys."""
+    sd = read_state_dict(path, "landmark adapter")
+    sd = {
+        k.removeprefix("landmark_in."): v
+        for k, v in sd.items()
+        if k.startswith("landmark_in.") or "." not in k
+    }
+    if set(sd) != {"weight", "bias"}:
+        raise ValueError(f"landmark adapter {path}: expected weight and bias, got {sorted(sd)}")
+    if not hasattr(model, "landmark_in"):
+        raise ValueError("landmark adapter: the model has landmark_mode != 'tokens'")
+    model.landmark_in.load_state_dict({k: v.to(model.landmark_in.weight.dtype) for k, v in sd.items()})
+
+
+def load_landmark_uncond(model: LaToDiT, path: str | Path) -> None:
+    sd = read_state_dict(path, "unconditional landmark tokens")
+    with torch.no_grad():
+        model.landmark_uncond.copy_(sd["landmark_uncond"])
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def tokenizer_config_from_state_dict(
+    sd: dict[str, Tensor], base: TokenizerConfig | None = None
+) -> TokenizerConfig:
+    """Infer widths, code size and block count of a tokenizer checkpoint from its tensor shapes."""
+    cfg = TokenizerConfig(**(base.to_dict() if base else {}))
+    m, d = sd["vq.codebook"].shape
+    a = sd["encoder.conv_in.weight"].shape[0]
+    b = sd["encoder.conv_out.weight"].shape[1]
+    n = len({k.split(".")[2] for k in sd if k.startswith("encoder.resnet1.")})
+    cfg.codebook_size, cfg.code_dim, cfg.channels, cfg.num_res_blocks = m, d, (a, b), n
+    return cfg
+
+
+def load_lato_tokenizer(
+    path: str | Path, config: TokenizerConfig | None = None, device: str = "cpu"
+) -> LandmarkTokenizer:
+    """Landmark tokenizer from the release's ``Po_VQVAE/model.safetensors`` or our trainer's output.
+
+    The release stores only ``vq.codebook``; the EMA statistics are initialised from it (count 1 per code)
+    so fine-tuning can continue.
+    """
+    sd = read_state_dict(path, "landmark tokenizer")
+    if "vq.codebook" not in sd:
+        raise ValueError(f"landmark tokenizer {path}: no vq.codebook tensor")
+    sd = {k: v.float() for k, v in sd.items()}
+    model = LandmarkTokenizer(tokenizer_config_from_state_dict(sd, config))
+    missing = _load_into(model, sd, f"landmark tokenizer {path}",
+                         allowed_missing=[r"vq\.(ema_count|ema_sum|window_usage|steps|initialized)"])  # fmt: skip
+    if missing:
+        with torch.no_grad():
+            model.vq.ema_sum.copy_(model.vq.codebook)
+            model.vq.ema_count.fill_(1.0)
+            model.vq.initialized.fill_(True)
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+def _diffusers_vae_to_bfl(sd: dict[str, Tensor], num_levels: int) -> dict[str, Tensor]:
+    """Rename a diffusers ``AutoencoderKL`` (FLUX) state dict to BFL names (1x1 attention linears -> convs)."""
+    out: dict[str, Tensor] = {}
+    for k, v in sd.items():
+        n = k
+        n = re.sub(r"^(encoder)\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"\1.down.\2.block.\3.", n)
+        n = re.sub(r"^(encoder)\.down_blocks\.(\d+)\.downsamplers\.0\.", r"\1.down.\2.downsample.", n)
+        m = re.match(r"^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.*)$", n)
+        if m:
+            level = num_levels - 1 - int(m.group(1))
+            n = (f"decoder.up.{level}.block.{m.group(3)}.{m.group(4)}" if m.group(2) == "resnets"
+                 else f"decoder.up.{level}.upsample.{m.group(4)}")  # fmt: skip
+        n = re.sub(r"\.mid_block\.resnets\.(\d+)\.", lambda mm: f".mid.block_{int(mm.group(1)) + 1}.", n)
+        n = n.replace(".mid_block.attentions.0.", ".mid.attn_1.")
+        n = n.replace("attn_1.group_norm.", "attn_1.norm.").replace("attn_1.to_q.", "attn_1.q.")
+        n = n.replace("attn_1.to_k.", "attn_1.k.").replace("attn_1.to_v.", "attn_1.v.")
+        n = n.replace("attn_1.to_out.0.", "attn_1.proj_out.")
+        n = n.replace(".conv_shortcut.", ".nin_shortcut.").replace(".conv_norm_out.", ".norm_out.")
+        if ".attn_1." in n and n.endswith("weight") and v.ndim == 2:
+            v = v[:, :, None, None]
+        out[n] = v
+    return out
+
+
+def load_flux_vae(path: str | Path, config: VAEConfig | None = None, dtype: torch.dtype = torch.float32,
+                  device: str = "cpu") -> FluxVAE:  # fmt: skip
+    """FLUX VAE from BFL / Step1X-Edit ``vae.safetensors`` or a diffusers ``AutoencoderKL`` folder/file."""
+    sd = read_state_dict(path, "FLUX VAE")
+    config = config or VAEConfig()
+    if any(k.startswith("encoder.down_blocks.") for k in sd):
+        sd = _diffusers_vae_to_bfl(sd, len(config.ch_mult))
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    with torch.device("meta"):
+        model = FluxVAE(config)
+    _load_into(model, sd, f"FLUX VAE {path}")
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------- text encoder
+
+
+def load_text_encoder(path: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", **kw):
+    """Qwen2.5-VL-7B-Instruct from a local Hugging Face folder (see ``text_encoder.QwenVLTextEncoder``)."""
+    from hfl.lato.text_encoder import QwenVLTextEncoder
+
+    return QwenVLTextEncoder.from_pretrained(path, dtype=dtype, device=device, **kw)
+
+
+# ----------------------------------------------------------------------------- LoRA (kohya <-> peft)
+
+
+def _kohya_name_map(model: nn.Module) -> dict[str, str]:
+    """kohya LoRA name (``lora_unet_double_blocks_0_img_attn_qkv``) -> dotted Linear module path."""
+    names = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            clean = re.sub(r"(^|\.)base_model\.model\.", r"\1", name).replace(".base_layer", "")
+            names[f"{KOHYA_PREFIX}_{clean.replace('.', '_')}"] = clean
+    return names
+
+
+def read_kohya_lora(path: str | Path, model: nn.Module) -> dict[str, tuple[Tensor, Tensor, float]]:
+    """``{module path: (down (r, in), up (out, r), scale alpha / r)}`` from a kohya-format LoRA file."""
+    sd = read_state_dict(path, "LoRA")
+    names = _kohya_name_map(model)
+    out: dict[str, tuple[Tensor, Tensor, float]] = {}
+    unknown = []
+    for key in sd:
+        if not key.endswith(".lora_down.weight"):
+            continue
+        base = key.removesuffix(".lora_down.weight")
+        if base not in names:
+            unknown.append(base)
+            continue
+        down, up = sd[key].float(), sd[f"{base}.lora_up.weight"].float()
+        rank = down.shape[0]
+        alpha = float(sd[f"{base}.alpha"]) if f"{base}.alpha" in sd else float(rank)
+        out[names[base]] = (down, up, alpha / rank)
+    if unknown:
+        raise ValueError(f"LoRA {path}: {len(unknown)} modules not in the model, e.g. {unknown[:5]}")
+    if not out:
+        raise ValueError(f"LoRA {path}: no lora_down/lora_up pairs found")
+    return out
+
+
+@torch.no_grad()
+def merge_kohya_lora(model: nn.Module, path: str | Path, multiplier: float = 1.0) -> int:
+    """Add ``multiplier * scale * up @ down`` to each targeted Linear weight (inference); returns the count."""
+    lora = read_kohya_lora(path, model)
+    mods = dict(model.named_modules())
+    for name, (down, up, scale) in lora.items():
+        w = mods[name].weight
+        w.add_((multiplier * scale * (up @ down)).to(w.dtype))
+    return len(lora)
+
+
+def load_kohya_into_peft(peft_model: nn.Module, path: str | Path, adapter: str = "default") -> int:
+    """Copy a kohya LoRA into a peft model's ``lora_A`` / ``lora_B`` (ranks must match; the kohya
+    ``alpha / r`` scale is folded into ``lora_B`` relative to peft's own scaling)."""
+    lora = read_kohya_lora(path, peft_model)
+    mods = dict(peft_model.named_modules())
+    n = 0
+    with torch.no_grad():
+        for name, (down, up, scale) in lora.items():
+            layer = next((m for k, m in mods.items() if k.endswith(name) and hasattr(m, "lora_A")), None)
+            if layer is None:
+                raise ValueError(f"LoRA {path}: {name} is not a peft LoRA layer of this model")
+            a, b = layer.lora_A[adapter].weight, layer.lora_B[adapter].weight
+            if a.shape != down.shape:
+                raise ValueError(f"LoRA {path}: {name} rank {down.shape[0]} != peft rank {a.shape[0]}")
+            a.copy_(down)
+            b.copy_(up * (scale / layer.scaling[adapter]))
+            n += 1
+    return n
+
+
+def peft_to_kohya(peft_model: nn.Module, adapter: str = "default") -> dict[str, Tensor]:
+    """Export a peft model's LoRA as a kohya-format state dict (``alpha`` = peft ``lora_alpha``)."""
+    out: dict[str, Tensor] = {}
+    for name, mod in peft_model.named_modules():
+        if hasattr(mod, "lora_A") and adapter in getattr(mod, "lora_A", {}):
+            clean = re.sub(r"^base_model\.model\.", "", name)
+            base = f"{KOHYA_PREFIX}_{clean.replace('.', '_')}"
+            a, b = mod.lora_A[adapter].weight, mod.lora_B[adapter].weight
+            rank = a.shape[0]
+            out[f"{base}.lora_down.weight"] = a.detach().contiguous().cpu()
+            out[f"{base}.lora_up.weight"] = b.detach().contiguous().cpu()
+            out[f"{base}.alpha"] = torch.tensor(float(mod.scaling[adapter] * rank))
+    return out
+
+
+def lora_target_modules() -> str:
+    """peft ``target_modules`` regex: every Linear of the double- and single-stream blocks (as kohya's
+    FLUX LoRA targets DoubleStreamBlock and SingleStreamBlock)."""
+    return r".*(double_blocks|single_blocks)\.\d+\.(img_attn\.qkv|img_attn\.proj|img_mlp\.0|img_mlp\.2|img_mod\.lin|txt_attn\.qkv|txt_attn\.proj|txt_mlp\.0|txt_mlp\.2|txt_mod\.lin|linear1|linear2|modulation\.lin)"
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in model.parameters())
