@@ -75,11 +75,15 @@ class Stage:
 
     # ------------------------------------------------------------------ work
     def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        raise NotImplementedError
+        """Unit-aligned stages: one unit per part of the input stage. Others override this."""
+        if not self.unit_aligned:
+            raise NotImplementedError
+        parts = sorted(ctx.stage_dir(self.inputs[0]).glob("part-*.parquet"))
+        return [self.unit_for_part(p) for p in parts]
 
     def unit_for_part(self, part: Path) -> WorkUnit:
-        """The unit that processes one part of the input stage (unit-aligned stages only)."""
-        raise NotImplementedError
+        """The unit that processes one part of the input stage (unit-aligned stages): same id, its path."""
+        return WorkUnit(part.stem.removeprefix("part-"), {"path": str(part)})
 
     def setup(self) -> None:
         """Load models; called once per worker before any unit."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
@@ -47,12 +46,6 @@ class CaptionStage(Stage):
 
     def thresholds(self) -> dict[str, Any]:
         return {"pose_unit_deg": self.cfg.caption.pose_unit_deg}
-
-    def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        return [self.unit_for_part(p) for p in sorted(ctx.stage_dir("identity").glob("part-*.parquet"))]
-
-    def unit_for_part(self, part: Path) -> WorkUnit:
-        return WorkUnit(part.stem.removeprefix("part-"), {"path": str(part)})
 
     def setup(self) -> None:
         from hfl.stages.models import load_captioner

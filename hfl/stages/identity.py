@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,12 +48,6 @@ class IdentityStage(Stage):
     def thresholds(self) -> dict[str, Any]:
         i = self.cfg.identity
         return {"face_distance": i.max_face_distance, "clip_identity": i.min_clip_identity}
-
-    def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        return [self.unit_for_part(p) for p in sorted(ctx.stage_dir("pair").glob("part-*.parquet"))]
-
-    def unit_for_part(self, part: Path) -> WorkUnit:
-        return WorkUnit(part.stem.removeprefix("part-"), {"path": str(part)})
 
     def setup(self) -> None:
         from hfl.backends.face import load_embedder

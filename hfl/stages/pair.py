@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,12 +76,6 @@ class PairStage(Stage):
             "semantic_diversity": p.min_semantic_diversity,
             "pairs_per_video": p.max_pairs_per_video,
         }
-
-    def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        return [self.unit_for_part(p) for p in sorted(ctx.stage_dir("quality").glob("part-*.parquet"))]
-
-    def unit_for_part(self, part: Path) -> WorkUnit:
-        return WorkUnit(part.stem.removeprefix("part-"), {"path": str(part)})
 
     def setup(self) -> None:
         from hfl.stages.models import load_semantic

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,12 +40,6 @@ class QualityStage(Stage):
             "log_blur": q.min_log_blur,
             "quality": q.min_quality,
         }
-
-    def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        return [self.unit_for_part(p) for p in sorted(ctx.stage_dir("mine").glob("part-*.parquet"))]
-
-    def unit_for_part(self, part: Path) -> WorkUnit:
-        return WorkUnit(part.stem.removeprefix("part-"), {"path": str(part)})
 
     def setup(self) -> None:
         self.scorer = load_quality_scorer(self.cfg.backends.quality)
