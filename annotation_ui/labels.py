@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-EXPRESSIONS: tuple[str, ...] = ("neutral", "happy", "sad", "surprised", "fearful", "disgusted", "angry")
-INTENSITIES: tuple[str, ...] = ("slightly", "normally", "strongly")  # ordinal, weakest first
+from hfl.labels import EXPRESSIONS, INTENSITIES  # the paper's label set; intensities ordinal, weakest first
+
+__all__ = ["EXPRESSIONS", "INTENSITIES"]
 NO_INTENSITY: frozenset[str] = frozenset({"neutral"})  # a neutral face takes no intensity
 
 # Keyboard map shown on the labelling page (keys are KeyboardEvent.key values, lower-cased).
