@@ -63,5 +63,12 @@ def lato(
 
     summary = train_lato(_recipe(config, set_, output, no_resume))
     losses = summary["losses"]
-    typer.echo(json.dumps({"step": summary["step"], "first_loss": losses[0] if losses else None,
-                           "last_loss": losses[-1] if losses else None}))  # fmt: skip
+    typer.echo(
+        json.dumps(
+            {
+                "step": summary["step"],
+                "first_loss": losses[0] if losses else None,
+                "last_loss": losses[-1] if losses else None,
+            }
+        )
+    )

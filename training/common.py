@@ -109,8 +109,10 @@ class Checkpoints:
         accelerator.save_state(str(path))
         if accelerator.is_main_process:
             (path / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=1))
-            old = sorted((p for p in self.root.iterdir() if p.name.startswith("step-") and p != path),
-                         key=lambda p: p.name)  # fmt: skip
+            old = sorted(
+                (p for p in self.root.iterdir() if p.name.startswith("step-") and p != path),
+                key=lambda p: p.name,
+            )
             for p in old[: max(0, len(old) - self.keep + 1)]:
                 shutil.rmtree(p, ignore_errors=True)
         accelerator.wait_for_everyone()

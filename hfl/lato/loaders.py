@@ -6,7 +6,7 @@ Expected layout (as downloaded by the official ``scripts/download_model.sh``)::
     models/LaTo/lato/lato.safetensors        DiT (Step1X-Edit key names: img_in, double_blocks.*, connector.*)
     models/LaTo/lato/vae.safetensors         FLUX VAE (BFL key names: encoder.down.0.block.0.norm1.weight)
     models/LaTo/Po_VQVAE/model.safetensors   landmark tokenizer (encoder.*, decoder.*, vq.codebook)
-    models/LaTo/lora/lato.safetensors        LoRA, kohya/sd-scripts format (lora_unet_<module>.lora_down/up/alpha)
+    models/LaTo/lora/lato.safetensors        LoRA, kohya format (lora_unet_<module>.lora_down/lora_up/alpha)
     landmark_in.pth                          adapter: torch.save({"weight", "bias"})
     models/Qwen/Qwen2.5-VL-7B-Instruct/      Hugging Face folder
 
@@ -88,7 +88,10 @@ def _load_into(
 ) -> list[str]:
     """``load_state_dict(assign=True)``; unexpected keys or missing keys outside ``allowed_missing``
     (regexes) raise ValueError. Returns the allowed missing keys."""
-    res = model.load_state_dict(sd, strict=False, assign=True)
+    try:
+        res = model.load_state_dict(sd, strict=False, assign=True)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"{what}: checkpoint does not match the model: {str(e)[:2000]}") from e
     bad_missing = [k for k in res.missing_keys if not any(re.fullmatch(p, k) for p in allowed_missing)]
     if res.unexpected_keys or bad_missing:
         raise ValueError(
@@ -190,8 +193,12 @@ def load_lato_tokenizer(
         raise ValueError(f"landmark tokenizer {path}: no vq.codebook tensor")
     sd = {k: v.float() for k, v in sd.items()}
     model = LandmarkTokenizer(tokenizer_config_from_state_dict(sd, config))
-    missing = _load_into(model, sd, f"landmark tokenizer {path}",
-                         allowed_missing=[r"vq\.(ema_count|ema_sum|window_usage|steps|initialized)"])  # fmt: skip
+    missing = _load_into(
+        model,
+        sd,
+        f"landmark tokenizer {path}",
+        allowed_missing=[r"vq\.(ema_count|ema_sum|window_usage|steps|initialized)"],
+    )
     if missing:
         with torch.no_grad():
             model.vq.ema_sum.copy_(model.vq.codebook)
@@ -204,7 +211,7 @@ def load_lato_tokenizer(
 
 
 def _diffusers_vae_to_bfl(sd: dict[str, Tensor], num_levels: int) -> dict[str, Tensor]:
-    """Rename a diffusers ``AutoencoderKL`` (FLUX) state dict to BFL names (1x1 attention linears -> convs)."""
+    """Rename a diffusers ``AutoencoderKL`` state dict to BFL names (attention linears -> 1x1 convs)."""
     out: dict[str, Tensor] = {}
     for k, v in sd.items():
         n = k
@@ -213,8 +220,11 @@ def _diffusers_vae_to_bfl(sd: dict[str, Tensor], num_levels: int) -> dict[str, T
         m = re.match(r"^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.*)$", n)
         if m:
             level = num_levels - 1 - int(m.group(1))
-            n = (f"decoder.up.{level}.block.{m.group(3)}.{m.group(4)}" if m.group(2) == "resnets"
-                 else f"decoder.up.{level}.upsample.{m.group(4)}")  # fmt: skip
+            n = (
+                f"decoder.up.{level}.block.{m.group(3)}.{m.group(4)}"
+                if m.group(2) == "resnets"
+                else f"decoder.up.{level}.upsample.{m.group(4)}"
+            )
         n = re.sub(r"\.mid_block\.resnets\.(\d+)\.", lambda mm: f".mid.block_{int(mm.group(1)) + 1}.", n)
         n = n.replace(".mid_block.attentions.0.", ".mid.attn_1.")
         n = n.replace("attn_1.group_norm.", "attn_1.norm.").replace("attn_1.to_q.", "attn_1.q.")
@@ -227,8 +237,9 @@ def _diffusers_vae_to_bfl(sd: dict[str, Tensor], num_levels: int) -> dict[str, T
     return out
 
 
-def load_flux_vae(path: str | Path, config: VAEConfig | None = None, dtype: torch.dtype = torch.float32,
-                  device: str = "cpu") -> FluxVAE:  # fmt: skip
+def load_flux_vae(
+    path: str | Path, config: VAEConfig | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> FluxVAE:
     """FLUX VAE from BFL / Step1X-Edit ``vae.safetensors`` or a diffusers ``AutoencoderKL`` folder/file."""
     sd = read_state_dict(path, "FLUX VAE")
     config = config or VAEConfig()
@@ -290,7 +301,7 @@ def read_kohya_lora(path: str | Path, model: nn.Module) -> dict[str, tuple[Tenso
 
 @torch.no_grad()
 def merge_kohya_lora(model: nn.Module, path: str | Path, multiplier: float = 1.0) -> int:
-    """Add ``multiplier * scale * up @ down`` to each targeted Linear weight (inference); returns the count."""
+    """Add ``multiplier * scale * up @ down`` to each targeted Linear weight; returns the module count."""
     lora = read_kohya_lora(path, model)
     mods = dict(model.named_modules())
     for name, (down, up, scale) in lora.items():
@@ -337,7 +348,11 @@ def peft_to_kohya(peft_model: nn.Module, adapter: str = "default") -> dict[str, 
 def lora_target_modules() -> str:
     """peft ``target_modules`` regex: every Linear of the double- and single-stream blocks (as kohya's
     FLUX LoRA targets DoubleStreamBlock and SingleStreamBlock)."""
-    return r".*(double_blocks|single_blocks)\.\d+\.(img_attn\.qkv|img_attn\.proj|img_mlp\.0|img_mlp\.2|img_mod\.lin|txt_attn\.qkv|txt_attn\.proj|txt_mlp\.0|txt_mlp\.2|txt_mod\.lin|linear1|linear2|modulation\.lin)"
+    double = [
+        f"{s}_{m}" for s in ("img", "txt") for m in ("attn.qkv", "attn.proj", "mlp.0", "mlp.2", "mod.lin")
+    ]
+    names = "|".join(n.replace(".", r"\.") for n in double + ["linear1", "linear2", "modulation.lin"])
+    return rf".*(double_blocks|single_blocks)\.\d+\.({names})"
 
 
 def count_params(model: nn.Module) -> int:

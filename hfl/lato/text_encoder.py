@@ -20,18 +20,18 @@ import torch
 from torch import Tensor, nn
 
 STEP1X_PREFIX = (
-    'Given a user prompt, generate an "Enhanced prompt" that provides detailed visual descriptions suitable for '
-    "image generation. Evaluate the level of detail in the user prompt:\n"
+    'Given a user prompt, generate an "Enhanced prompt" that provides detailed visual descriptions '
+    "suitable for image generation. Evaluate the level of detail in the user prompt:\n"
     "- If the prompt is simple, focus on adding specifics about colors, shapes, sizes, textures, and spatial "
     "relationships to create vivid and concrete scenes.\n"
     "- If the prompt is already detailed, refine and enhance the existing details slightly without "
     "overcomplicating.\n\n"
     "Here are examples of how to transform or refine prompts:\n"
-    "- User Prompt: A cat sleeping -> Enhanced: A small, fluffy white cat curled up in a round shape, sleeping "
-    "peacefully on a warm sunny windowsill, surrounded by pots of blooming red flowers.\n"
+    "- User Prompt: A cat sleeping -> Enhanced: A small, fluffy white cat curled up in a round shape, "
+    "sleeping peacefully on a warm sunny windowsill, surrounded by pots of blooming red flowers.\n"
     "- User Prompt: A busy city street -> Enhanced: A bustling city street scene at dusk, featuring glowing "
-    "street lamps, a diverse crowd of people in colorful clothing, and a double-decker bus passing by towering "
-    "glass skyscrapers.\n\n"
+    "street lamps, a diverse crowd of people in colorful clothing, and a double-decker bus passing by "
+    "towering glass skyscrapers.\n\n"
     "Please generate only the enhanced description for the prompt below and avoid including any additional "
     "commentary or evaluations:\nUser Prompt:"
 )
@@ -74,8 +74,14 @@ class QwenVLTextEncoder(nn.Module):
         return getattr(cfg, "text_config", cfg).hidden_size
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.bfloat16, device: str = "cpu",
-                        with_processor: bool = True, **kw: Any) -> QwenVLTextEncoder:  # fmt: skip
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dtype: torch.dtype = torch.bfloat16,
+        device: str = "cpu",
+        with_processor: bool = True,
+        **kw: Any,
+    ) -> QwenVLTextEncoder:
         """Load from a local Hugging Face folder; raises FileNotFoundError naming what is missing."""
         from hfl.lato.loaders import require_files, weight_files
 
@@ -91,8 +97,9 @@ class QwenVLTextEncoder(nn.Module):
         if with_processor:
             from transformers import AutoProcessor
 
-            processor = AutoProcessor.from_pretrained(str(path), local_files_only=True,
-                                                      min_pixels=256 * 28 * 28, max_pixels=324 * 28 * 28)  # fmt: skip
+            processor = AutoProcessor.from_pretrained(
+                str(path), local_files_only=True, min_pixels=256 * 28 * 28, max_pixels=324 * 28 * 28
+            )
         return cls(model.to(device).eval(), processor, **kw)
 
     @torch.no_grad()
@@ -120,15 +127,28 @@ class QwenVLTextEncoder(nn.Module):
         device = next(self.model.parameters()).device
         rows = []
         for prompt, image in zip(prompts, images, strict=True):
-            messages = [{"role": "user", "content": [{"type": "text", "text": STEP1X_PREFIX}, {"type": "image"},
-                                                     {"type": "text", "text": prompt}]}]  # fmt: skip
-            text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                      add_vision_id=True)  # fmt: skip
+            messages = [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": STEP1X_PREFIX},
+                        {"type": "image"},
+                        {"type": "text", "text": prompt},
+                    ],
+                }
+            ]
+            text = self.processor.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, add_vision_id=True
+            )
             inputs = self.processor(text=[text], images=[Image.fromarray(image)], return_tensors="pt").to(
                 device
             )
-            emb, mask = self.encode_ids(inputs["input_ids"], inputs["attention_mask"],
-                                        pixel_values=inputs["pixel_values"], image_grid_thw=inputs["image_grid_thw"])  # fmt: skip
+            emb, mask = self.encode_ids(
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                pixel_values=inputs["pixel_values"],
+                image_grid_thw=inputs["image_grid_thw"],
+            )
             rows.append(emb[0, : int(mask[0].sum())])
         return _pad_rows(rows, self.max_length, self.hidden_size, rows[0].dtype)
 
