@@ -31,7 +31,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (1 avoids oversubscription)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rates = {}
     for name, cfg in CONFIGS.items():

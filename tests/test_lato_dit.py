@@ -14,6 +14,15 @@ from hfl.lato.dit import LaToConfig, LaToDiT
 from hfl.lato.rope import EmbedND, image_ids, landmark_ids
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads oversubscribe it (>10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def pair_shard(tmp_path_factory: pytest.TempPathFactory, carphone_frames: list[np.ndarray]) -> Path:
     """A real pair (two carphone frames, dlib landmarks) in DESIGN.md's pair format."""
@@ -55,8 +64,17 @@ def test_dit_feeds_location_mapped_ids_to_rope() -> None:
     model.pe_embedder.forward = lambda ids: (seen.append(ids), orig(ids))[1]  # type: ignore[method-assign]
     b, gh, gw, lt = 2, 3, 5, 7
     xy = torch.rand(b, 68, 2) * torch.tensor([80.0, 48.0])
-    model(torch.randn(b, gh * gw, 64), torch.randn(b, gh * gw, 64), (gh, gw), torch.rand(b),
-          torch.randn(b, lt, 32), torch.ones(b, lt), torch.randn(b, 68, 32), xy, (48, 80))  # fmt: skip
+    model(
+        torch.randn(b, gh * gw, 64),
+        torch.randn(b, gh * gw, 64),
+        (gh, gw),
+        torch.rand(b),
+        torch.randn(b, lt, 32),
+        torch.ones(b, lt),
+        torch.randn(b, 68, 32),
+        xy,
+        (48, 80),
+    )
     ids = seen[0]
     assert ids.shape == (b, lt + gh * gw + 68 + gh * gw, 3)  # [text | source | landmark | noisy]
     assert torch.all(ids[:, :lt] == 0)
@@ -93,8 +111,15 @@ def test_conditioning_modes(mode: str, extra: int) -> None:
         )
     elif mode == "image":
         kw = dict(landmark_latents=torch.randn(b, gh * gw, 64))
-    out = model(torch.randn(b, 15, 64), torch.randn(b, 15, 64), (gh, gw), torch.rand(b), torch.randn(b, 4, 32),
-                torch.ones(b, 4), **kw)  # fmt: skip
+    out = model(
+        torch.randn(b, 15, 64),
+        torch.randn(b, 15, 64),
+        (gh, gw),
+        torch.rand(b),
+        torch.randn(b, 4, 32),
+        torch.ones(b, 4),
+        **kw,
+    )
     assert out.shape == (b, 15, 64)
     assert seen[0] == 4 + 15 + extra + 15
     assert hasattr(model, "landmark_uncond") == (mode == "tokens")
@@ -128,9 +153,14 @@ def test_tiny_lato_overfits_one_real_pair(pair_shard: Path) -> None:
     from training.lato_data import collate_pairs, pair_decoder
 
     torch.manual_seed(0)
-    cfg = {"dit": {"config": {"preset": "tiny"}}, "vae": {"config": {"preset": "tiny"}},
-           "text_encoder": {"kind": "bytes", "max_length": 32},
-           "tokenizer": {"config": {"channels": [32, 32], "code_dim": 32, "codebook_size": 64, "num_res_blocks": 1}}}  # fmt: skip
+    cfg = {
+        "dit": {"config": {"preset": "tiny"}},
+        "vae": {"config": {"preset": "tiny"}},
+        "text_encoder": {"kind": "bytes", "max_length": 32},
+        "tokenizer": {
+            "config": {"channels": [32, 32], "code_dim": 32, "codebook_size": 64, "num_res_blocks": 1}
+        },
+    }
     parts = build_parts(cfg)
     model = add_lora(parts.dit, rank=8)
     stream = ShardStream([str(pair_shard)], pair_decoder(32, 32), batch_size=1, shuffle_buffer=0)

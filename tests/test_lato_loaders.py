@@ -15,21 +15,53 @@ from hfl.lato.dit import LaToConfig, LaToDiT
 from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
 from hfl.lato.vae import FluxVAE, VAEConfig
 
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads oversubscribe it (>10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # Key names as they appear in the released files (Step1X-Edit i1258 / LaTo lato.safetensors, BFL ae).
 STEP1X_KEYS = [
-    "img_in.weight", "txt_in.weight", "time_in.in_layer.weight", "vector_in.out_layer.bias",
-    "double_blocks.0.img_mod.lin.weight", "double_blocks.0.img_attn.qkv.weight",
-    "double_blocks.0.img_attn.norm.query_norm.scale", "double_blocks.0.txt_mlp.2.weight",
-    "single_blocks.0.linear1.weight", "single_blocks.0.norm.key_norm.scale", "single_blocks.0.modulation.lin.bias",
-    "final_layer.adaLN_modulation.1.weight", "final_layer.linear.weight",
-    "connector.S.individual_token_refiner.blocks.0.self_attn_qkv.weight", "connector.S.t_embedder.mlp.0.weight",
-    "connector.S.c_embedder.linear_1.weight", "connector.global_proj_out.weight", "connector.scale_factor",
-]  # fmt: skip
-VAE_KEYS = ["encoder.down.0.block.0.norm1.weight", "encoder.down.0.downsample.conv.weight",
-            "encoder.mid.attn_1.q.weight", "decoder.up.1.upsample.conv.weight", "decoder.up.0.block.1.conv2.weight",
-            "decoder.norm_out.weight"]  # fmt: skip
-TOKENIZER_KEYS = ["encoder.conv_in.weight", "encoder.resnet1.0.block.2.weight", "encoder.resnet2.conv_short.weight",
-                  "encoder.attn2.proj_out.weight", "decoder.conv_out.bias", "vq.codebook"]  # fmt: skip
+    "img_in.weight",
+    "txt_in.weight",
+    "time_in.in_layer.weight",
+    "vector_in.out_layer.bias",
+    "double_blocks.0.img_mod.lin.weight",
+    "double_blocks.0.img_attn.qkv.weight",
+    "double_blocks.0.img_attn.norm.query_norm.scale",
+    "double_blocks.0.txt_mlp.2.weight",
+    "single_blocks.0.linear1.weight",
+    "single_blocks.0.norm.key_norm.scale",
+    "single_blocks.0.modulation.lin.bias",
+    "final_layer.adaLN_modulation.1.weight",
+    "final_layer.linear.weight",
+    "connector.S.individual_token_refiner.blocks.0.self_attn_qkv.weight",
+    "connector.S.t_embedder.mlp.0.weight",
+    "connector.S.c_embedder.linear_1.weight",
+    "connector.global_proj_out.weight",
+    "connector.scale_factor",
+]
+VAE_KEYS = [
+    "encoder.down.0.block.0.norm1.weight",
+    "encoder.down.0.downsample.conv.weight",
+    "encoder.mid.attn_1.q.weight",
+    "decoder.up.1.upsample.conv.weight",
+    "decoder.up.0.block.1.conv2.weight",
+    "decoder.norm_out.weight",
+]
+TOKENIZER_KEYS = [
+    "encoder.conv_in.weight",
+    "encoder.resnet1.0.block.2.weight",
+    "encoder.resnet2.conv_short.weight",
+    "encoder.attn2.proj_out.weight",
+    "decoder.conv_out.bias",
+    "vq.codebook",
+]
 
 
 def _step1x_checkpoint(tmp_path: Path) -> tuple[Path, LaToDiT]:
@@ -98,15 +130,27 @@ def _bfl_to_diffusers(sd: dict[str, torch.Tensor], levels: int) -> dict[str, tor
     for k, v in sd.items():
         n = re.sub(r"^encoder\.down\.(\d+)\.block\.(\d+)\.", r"encoder.down_blocks.\1.resnets.\2.", k)
         n = re.sub(r"^encoder\.down\.(\d+)\.downsample\.", r"encoder.down_blocks.\1.downsamplers.0.", n)
-        n = re.sub(r"^decoder\.up\.(\d+)\.block\.(\d+)\.",
-                   lambda m: f"decoder.up_blocks.{levels - 1 - int(m.group(1))}.resnets.{m.group(2)}.", n)  # fmt: skip
-        n = re.sub(r"^decoder\.up\.(\d+)\.upsample\.",
-                   lambda m: f"decoder.up_blocks.{levels - 1 - int(m.group(1))}.upsamplers.0.", n)  # fmt: skip
+        n = re.sub(
+            r"^decoder\.up\.(\d+)\.block\.(\d+)\.",
+            lambda m: f"decoder.up_blocks.{levels - 1 - int(m.group(1))}.resnets.{m.group(2)}.",
+            n,
+        )
+        n = re.sub(
+            r"^decoder\.up\.(\d+)\.upsample\.",
+            lambda m: f"decoder.up_blocks.{levels - 1 - int(m.group(1))}.upsamplers.0.",
+            n,
+        )
         n = n.replace("mid.block_1.", "mid_block.resnets.0.").replace("mid.block_2.", "mid_block.resnets.1.")
-        for a, b in [("mid.attn_1.norm.", "mid_block.attentions.0.group_norm."), ("mid.attn_1.q.", "mid_block.attentions.0.to_q."),
-                     ("mid.attn_1.k.", "mid_block.attentions.0.to_k."), ("mid.attn_1.v.", "mid_block.attentions.0.to_v."),
-                     ("mid.attn_1.proj_out.", "mid_block.attentions.0.to_out.0."), ("nin_shortcut", "conv_shortcut"),
-                     ("encoder.norm_out", "encoder.conv_norm_out"), ("decoder.norm_out", "decoder.conv_norm_out")]:  # fmt: skip
+        for a, b in [
+            ("mid.attn_1.norm.", "mid_block.attentions.0.group_norm."),
+            ("mid.attn_1.q.", "mid_block.attentions.0.to_q."),
+            ("mid.attn_1.k.", "mid_block.attentions.0.to_k."),
+            ("mid.attn_1.v.", "mid_block.attentions.0.to_v."),
+            ("mid.attn_1.proj_out.", "mid_block.attentions.0.to_out.0."),
+            ("nin_shortcut", "conv_shortcut"),
+            ("encoder.norm_out", "encoder.conv_norm_out"),
+            ("decoder.norm_out", "decoder.conv_norm_out"),
+        ]:
             n = n.replace(a, b)
         if "attentions.0.to_" in n and n.endswith("weight"):
             v = v[:, :, 0, 0]
@@ -156,8 +200,17 @@ def test_kohya_lora_merge_and_peft_round_trip(tmp_path: Path) -> None:
 
     peft_model = add_lora(base, rank=r, alpha=8.0)
     assert loaders.load_kohya_into_peft(peft_model, tmp_path / "lato.safetensors") == 2
-    args = (torch.randn(1, 6, 64), torch.randn(1, 6, 64), (2, 3), torch.rand(1), torch.randn(1, 3, 32), torch.ones(1, 3),
-            torch.randn(1, 68, 32), torch.rand(1, 68, 2) * 30, (32, 48))  # fmt: skip
+    args = (
+        torch.randn(1, 6, 64),
+        torch.randn(1, 6, 64),
+        (2, 3),
+        torch.rand(1),
+        torch.randn(1, 3, 32),
+        torch.ones(1, 3),
+        torch.randn(1, 68, 32),
+        torch.rand(1, 68, 2) * 30,
+        (32, 48),
+    )
     with torch.no_grad():
         torch.testing.assert_close(peft_model(*args), merged(*args), rtol=1e-4, atol=1e-4)
     exported = loaders.peft_to_kohya(peft_model)
@@ -184,17 +237,32 @@ def test_text_encoder_round_trip(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
         loaders.load_text_encoder(tmp_path, with_processor=False)
     cfg = Qwen2_5_VLConfig(
-        text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=300, bos_token_id=1, eos_token_id=2,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0}),
-        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=32,
-                           fullatt_block_indexes=[0]),
-    )  # fmt: skip
+        text_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=300,
+            bos_token_id=1,
+            eos_token_id=2,
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 1, 1], "rope_theta": 10000.0},
+        ),
+        vision_config=dict(
+            depth=1,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=32,
+            fullatt_block_indexes=[0],
+        ),
+    )
     torch.manual_seed(0)
     ref = Qwen2_5_VLForConditionalGeneration(cfg).eval()
     ref.save_pretrained(tmp_path / "qwen")
-    enc = loaders.load_text_encoder(tmp_path / "qwen", dtype=torch.float32, with_processor=False, max_length=16,
-                                    drop_prefix=3)  # fmt: skip
+    enc = loaders.load_text_encoder(
+        tmp_path / "qwen", dtype=torch.float32, with_processor=False, max_length=16, drop_prefix=3
+    )
     ids = torch.randint(3, 300, (2, 10))
     emb, mask = enc.encode_ids(ids, torch.ones_like(ids))
     with torch.no_grad():

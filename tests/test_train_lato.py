@@ -7,8 +7,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads oversubscribe it (>10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +81,9 @@ def test_cached_latents_and_text(tmp_path: Path, pair_dir: Path) -> None:
     from training.lato import train_lato
 
     cache = tmp_path / "cache"
-    summary = train_lato(load_recipe(_recipe(tmp_path, pair_dir, tmp_path / "c", cache_dir=str(cache)),
-                                     ["train.max_steps=2"]))  # fmt: skip
+    summary = train_lato(
+        load_recipe(_recipe(tmp_path, pair_dir, tmp_path / "c", cache_dir=str(cache)), ["train.max_steps=2"])
+    )
     assert summary["step"] == 2
     files = sorted(cache.glob("*.safetensors"))
     assert len(files) == 3

@@ -12,8 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads oversubscribe it (>10x slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 TINY = {"channels": [32, 32], "code_dim": 16, "codebook_size": 64, "num_res_blocks": 1, "reset_every": 4}
 
@@ -36,18 +47,39 @@ def frame_shards(tmp_path_factory: pytest.TempPathFactory, carphone_frames: list
                 boxes = det.detect(img)
                 if not boxes:
                     continue
-                face = {"box": [boxes[0].x0, boxes[0].y0, boxes[0].x1, boxes[0].y1],
-                        "landmarks": lmk.landmarks(img, boxes[0]).tolist(), "width": 176, "height": 144}  # fmt: skip
-                tw.write({"__key__": f"f{i:03d}{'m' if flip else 'o'}", "jpg": encode_jpeg(img),
-                          "json": json.dumps({"subset": "real", "face": face}).encode()})  # fmt: skip
+                face = {
+                    "box": [boxes[0].x0, boxes[0].y0, boxes[0].x1, boxes[0].y1],
+                    "landmarks": lmk.landmarks(img, boxes[0]).tolist(),
+                    "width": 176,
+                    "height": 144,
+                }
+                tw.write(
+                    {
+                        "__key__": f"f{i:03d}{'m' if flip else 'o'}",
+                        "jpg": encode_jpeg(img),
+                        "json": json.dumps({"subset": "real", "face": face}).encode(),
+                    }
+                )
                 n += 1
     assert n >= 12
     return out
 
 
 def _recipe(tmp: Path, shards: Path, out: Path, **train) -> Path:
-    cfg = {"output_dir": str(out), "data": {"train": str(shards), "eval": str(shards)}, "model": TINY,
-           "train": {"batch_size": 4, "max_steps": 6, "lr": 1e-3, "log_every": 1, "shuffle_buffer": 8, **train}}  # fmt: skip
+    cfg = {
+        "output_dir": str(out),
+        "data": {"train": str(shards), "eval": str(shards)},
+        "model": TINY,
+        "train": {
+            "batch_size": 4,
+            "max_steps": 6,
+            "lr": 1e-3,
+            "log_every": 1,
+            "shuffle_buffer": 8,
+            "torch_threads": 1,
+            **train,
+        },
+    }
     path = tmp / f"recipe-{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -232,6 +232,7 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     args = TrainArgs.from_dict(cfg.get("train", {}))
+    args.apply_threads()
     data, lora_cfg = cfg.get("data", {}), cfg.get("lora", {})
     out_dir = Path(cfg.get("output_dir", "runs/lato"))
     height, width = int(data.get("height", 512)), int(data.get("width", 512))

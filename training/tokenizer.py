@@ -65,6 +65,7 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     args = TrainArgs.from_dict(cfg.get("train", {}))
+    args.apply_threads()
     torch.set_flush_denormal(True)  # EMA statistics of rarely used codes decay towards denormals on CPU
     data = cfg.get("data", {})
     out_dir = Path(cfg.get("output_dir", "runs/tokenizer"))
