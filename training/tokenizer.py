@@ -109,7 +109,9 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
             accelerator.num_processes,
         )
         batches_in_epoch = skip
+        got_batch = False
         for x in make_loader(stream, collate_landmarks, args.num_workers):
+            got_batch = True
             with accelerator.accumulate(model):
                 out = model(x.to(accelerator.device))
                 accelerator.backward(out.loss)
@@ -144,8 +146,9 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
                 stop = True
                 break
         else:
+            if not got_batch and skip == 0:
+                raise ValueError(f"no complete batch of {args.batch_size} landmark sets in {train_shards}")
             epoch, skip = epoch + 1, 0
-            continue
     metrics: dict[str, Any] = {"step": step, "config": unwrapped.config.to_dict()}
     if accelerator.is_main_process:
         metrics["eval"] = evaluate(unwrapped, eval_shards)
