@@ -89,3 +89,14 @@ def two_men() -> tuple[np.ndarray, np.ndarray]:
     missing = [str(p) for p in paths if not p.is_file()]
     assert not missing, f"install Debian's gtkmorph-example (scripts/setup.sh does): missing {missing}"
     return tuple(cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths)  # type: ignore[return-value]
+
+
+@pytest.fixture
+def single_torch_thread():
+    """One torch intra-op thread: two OpenMP threads oversubscribe a shared 2-core machine (>10x slower)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,14 +13,7 @@ import torch
 from hfl.lato.dit import LaToConfig, LaToDiT
 from hfl.lato.rope import EmbedND, image_ids, landmark_ids
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads oversubscribe it (>10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,6 @@ from hfl.lato.dit import LaToConfig, LaToDiT
 from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
 from hfl.lato.vae import FluxVAE, VAEConfig
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads oversubscribe it (>10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # Key names as they appear in the released files (Step1X-Edit i1258 / LaTo lato.safetensors, BFL ae).
 STEP1X_KEYS = [
     "img_in.weight",
@@ -62,6 +52,8 @@ TOKENIZER_KEYS = [
     "decoder.conv_out.bias",
     "vq.codebook",
 ]
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def _step1x_checkpoint(tmp_path: Path) -> tuple[Path, LaToDiT]:

@@ -9,14 +9,7 @@ import torch
 from hfl.lato import canvas
 from hfl.lato.tokenizer import EMAQuantizer, LandmarkTokenizer, TokenizerConfig
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 OpenMP threads oversubscribe it (>10x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -183,3 +183,25 @@ def landmark_decoder(
 
 def collate_landmarks(items: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(items)).float()
+
+
+def epoch_stream(
+    shards: list[str],
+    decode: Callable[[dict[str, Any]], Any],
+    args: Any,
+    epoch: int,
+    skip: int,
+    accelerator: Any,
+) -> ShardStream:
+    """The ShardStream of one epoch for this Accelerate process (`args`: batch_size, shuffle_buffer, seed)."""
+    return ShardStream(
+        shards,
+        decode,
+        args.batch_size,
+        args.shuffle_buffer,
+        args.seed,
+        epoch,
+        skip,
+        accelerator.process_index,
+        accelerator.num_processes,
+    )

@@ -24,7 +24,7 @@ from hfl.lato.dit import LaToConfig, LaToDiT
 from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
 from hfl.lato.vae import FluxVAE, VAEConfig, pack
 from training.common import Checkpoints, MetricLog, TrainArgs, warmup_lambda
-from training.data import ShardStream, list_shards, make_loader
+from training.data import ShardStream, epoch_stream, list_shards, make_loader
 from training.lato_data import collate_pairs, pair_decoder
 
 
@@ -288,17 +288,7 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
     losses: list[float] = []
     t_start, deadline, stop = time.time(), args.max_minutes * 60, False
     while step < args.max_steps and not stop:
-        stream = ShardStream(
-            shards,
-            decode,
-            args.batch_size,
-            args.shuffle_buffer,
-            args.seed,
-            epoch,
-            skip,
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
+        stream = epoch_stream(shards, decode, args, epoch, skip, accelerator)
         batches_in_epoch = skip
         got_batch = False
         for batch in make_loader(stream, collate_pairs, args.num_workers):

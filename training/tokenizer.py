@@ -17,7 +17,14 @@ import torch
 
 from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
 from training.common import Checkpoints, MetricLog, TrainArgs, warmup_lambda
-from training.data import ShardStream, collate_landmarks, landmark_decoder, list_shards, make_loader
+from training.data import (
+    ShardStream,
+    collate_landmarks,
+    epoch_stream,
+    landmark_decoder,
+    list_shards,
+    make_loader,
+)
 
 PIXELS_PER_UNIT = 256.0  # normalised [-1, 1] -> 512 canvas
 
@@ -97,17 +104,7 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
     t_start, samples_seen, deadline = time.time(), 0, args.max_minutes * 60
     stop = False
     while step < args.max_steps and not stop:
-        stream = ShardStream(
-            train_shards,
-            decode,
-            args.batch_size,
-            args.shuffle_buffer,
-            args.seed,
-            epoch,
-            skip,
-            accelerator.process_index,
-            accelerator.num_processes,
-        )
+        stream = epoch_stream(train_shards, decode, args, epoch, skip, accelerator)
         batches_in_epoch = skip
         got_batch = False
         for x in make_loader(stream, collate_landmarks, args.num_workers):
