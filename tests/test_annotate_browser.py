@@ -41,6 +41,21 @@ def shots(tmp_path: Path) -> Path:
     return d
 
 
+LOGIN_TIMEOUT_MS = 20_000  # Argon2 verification on a loaded 2-core CI machine can take seconds
+
+
+def log_in_with_keyboard(page, name: str) -> None:
+    """Type the credentials once the page has put the focus in the user-name field, then press Enter."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#username")).to_be_focused()
+    page.keyboard.type(name)
+    page.keyboard.press("Tab")
+    expect(page.locator("#password")).to_be_focused()
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+
+
 def test_keyboard_only_labelling_and_dashboard(
     sqlite_db: Database, face_shard: Path, pair_shard: Path, shots: Path
 ) -> None:
@@ -60,11 +75,8 @@ def test_keyboard_only_labelling_and_dashboard(
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.goto(srv.url + "/label")
                 expect(page).to_have_url(srv.url + "/login")
-                page.keyboard.type(name)  # the user name field has focus
-                page.keyboard.press("Tab")
-                page.keyboard.type(PASSWORD)
-                page.keyboard.press("Enter")
-                expect(page).to_have_url(srv.url + "/label")
+                log_in_with_keyboard(page, name)
+                expect(page).to_have_url(srv.url + "/label", timeout=LOGIN_TIMEOUT_MS)
                 expect(page.locator("body")).to_have_attribute("data-ready", "1")
                 expect(page.locator("#guidelines")).to_contain_text("Label the expression")
                 for n, keys in enumerate(items):
@@ -99,11 +111,8 @@ def test_keyboard_only_labelling_and_dashboard(
                 page.close()
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.goto(srv.url + "/login")
-            page.keyboard.type("boss")
-            page.keyboard.press("Tab")
-            page.keyboard.type(PASSWORD)
-            page.keyboard.press("Enter")
-            expect(page).to_have_url(srv.url + "/admin")
+            log_in_with_keyboard(page, "boss")
+            expect(page).to_have_url(srv.url + "/admin", timeout=LOGIN_TIMEOUT_MS)
             expect(page.locator("body")).to_have_attribute("data-ready", "1")
             expect(page.locator("#figures")).to_contain_text("Fleiss' kappa")
             expect(page.locator("#annotators")).to_contain_text("alice")
