@@ -21,7 +21,8 @@ from hfl.config import PipelineConfig, config_hash, to_dict  # noqa: E402
 
 CARD_COLUMNS = [
     "key", "video_id", "split", "group_id", "edit_expression", "edit_intensity", "tgt_expression",
-    "yaw_delta", "pitch_delta", "yaw_units", "pitch_units", "instruction",
+    "yaw_delta", "pitch_delta", "yaw_units", "pitch_units", "instruction", "subset", "generator",
+    "pose_error_deg",
 ]  # fmt: skip
 
 LIMITS = [
@@ -32,6 +33,10 @@ LIMITS = [
     "FER2013 was trained on 48x48 grey faces; on small or profile faces its expression and intensity "
     "are noisy, so instructions inherit that noise.",
     "Pairs run from the earlier to the later frame of a track; the reverse edit is not emitted.",
+    "Synthetic edits from the offline `geometric` generator are landmark-driven image warps, not the output "
+    "of a learned editing model: they cannot show content absent from the source (teeth, the far side of a "
+    "turned face), and large turns squeeze the far half of the face. The validator keeps only edits whose "
+    "measured pose change (Eq. 1) and FER2013 expression match the instruction.",
 ]
 
 
@@ -40,7 +45,20 @@ def _rows(out_dir: Path) -> list[dict[str, Any]]:
     for p in sorted((out_dir / "stages" / "split").glob("part-*.parquet")):
         have = set(pq.ParquetFile(p).schema_arrow.names)
         rows += pq.read_table(p, columns=[c for c in CARD_COLUMNS if c in have]).to_pylist()
+    for r in rows:
+        r["subset"] = r.get("subset") or "real"
     return rows
+
+
+def _series(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(label, rows) per subset x split that has rows, real first."""
+    out = []
+    for subset in ("real", "synthetic"):
+        for split in ("train", "test"):
+            sel = [r for r in rows if r["subset"] == subset and r["split"] == split]
+            if sel:
+                out.append((f"{subset} {split}", sel))
+    return out
 
 
 def _stats(out_dir: Path, stage: str) -> dict[str, Any]:
@@ -51,10 +69,12 @@ def _stats(out_dir: Path, stage: str) -> dict[str, Any]:
 def _expression_chart(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     labels = [*EXPRESSIONS, "pose only"]
-    for k, split in enumerate(("train", "test")):
-        c = Counter((r.get("edit_expression") or "pose only") for r in rows if r["split"] == split)
-        ax.bar([i + k * 0.4 for i in range(len(labels))], [c[e] for e in labels], 0.4, label=split)
-    ax.set_xticks([i + 0.2 for i in range(len(labels))], labels, rotation=20)
+    series = _series(rows) or [("train", [])]
+    wd = 0.8 / len(series)
+    for k, (label, sel) in enumerate(series):
+        c = Counter((r.get("edit_expression") or "pose only") for r in sel)
+        ax.bar([i + k * wd for i in range(len(labels))], [c[e] for e in labels], wd, label=label)
+    ax.set_xticks([i + 0.4 - wd / 2 for i in range(len(labels))], labels, rotation=20)
     ax.set_ylabel("pairs")
     ax.set_title("Instructed expression (cf. paper Fig. 3c)")
     ax.legend()
@@ -65,12 +85,20 @@ def _expression_chart(rows: list[dict[str, Any]], path: Path) -> None:
 
 def _pose_chart(rows: list[dict[str, Any]], path: Path, unit: float) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    yaw = [r["yaw_delta"] for r in rows if r.get("yaw_delta") is not None]
-    pitch = [r["pitch_delta"] for r in rows if r.get("pitch_delta") is not None]
-    lim = max([unit * 2.5] + [abs(v) for v in yaw + pitch])
+    data = {}
+    for subset in ("real", "synthetic"):
+        for axis in ("yaw", "pitch"):
+            vals = [
+                r[f"{axis}_delta"]
+                for r in rows
+                if r["subset"] == subset and r.get(f"{axis}_delta") is not None
+            ]
+            if vals:
+                data[f"{subset} {axis} change"] = vals
+    lim = max([unit * 2.5] + [abs(v) for vals in data.values() for v in vals])
     bins = [-lim + i * unit / 6 for i in range(int(2 * lim / (unit / 6)) + 2)]
-    ax.hist(yaw, bins=bins, alpha=0.6, label="yaw change")
-    ax.hist(pitch, bins=bins, alpha=0.6, label="pitch change")
+    for label, vals in data.items():
+        ax.hist(vals, bins=bins, alpha=0.5, label=label)
     for k in range(-int(lim // unit), int(lim // unit) + 1):
         ax.axvline(k * unit - unit / 2, color="grey", lw=0.5, ls=":")
     ax.set_xlabel(f"degrees (dotted: rounding edges of {unit:g}° units)")
@@ -118,6 +146,12 @@ def write_card(out_dir: Path, cfg: PipelineConfig) -> Path:
         ["CLIP identity", be.clip.path or "not configured"],
         ["identity decider", cfg.identity.decider],
     ]
+    if "synth" in cfg.stages:
+        backends += [
+            ["edit generator (synth)", be.generator.name],
+            ["pose validator (validate)", "PnP of 68 landmarks on insightface's 3-D mean face, Eq. 1"],
+            ["expression validator (validate)", cfg.validate.expression_validator],
+        ]
     thresholds = [
         ["quality", "one face, centroid in central box", f"{cfg.quality.center_fraction:g} of W and H"],
         ["quality", "landmark hull area", f">= {cfg.quality.min_face_area:g}"],
@@ -133,15 +167,47 @@ def write_card(out_dir: Path, cfg: PipelineConfig) -> Path:
         ["identity", "CLIP cosine similarity", f">= {cfg.identity.min_clip_identity:g}"],
         ["caption", "head-turn unit", f"{cfg.caption.pose_unit_deg:g}°"],
     ]
+    if "validate" in cfg.stages:
+        thresholds += [
+            ["validate", "pose error d_theta (Eq. 1)", f"<= {cfg.validate.max_pose_error_deg:g}°"],
+            ["validate", f"expression ({cfg.validate.expression_validator})", "instructed class"
+             if cfg.validate.expression_validator == "fer" else f">= {cfg.validate.min_vlm_score:g}"],
+        ]  # fmt: skip
     counts = [[s, splits.get(s, 0), videos[s], groups[s]] for s in ("train", "test")]
-    examples = [r for r in rows if r.get("instruction")][:8]
-    text = f"""# {cfg.name}: HFL-style real face-editing pairs
+    subset_counts = [
+        [sub, *(sum(1 for r in rows if r["subset"] == sub and r["split"] == s) for s in ("train", "test"))]
+        for sub in ("real", "synthetic")
+    ]
+    subset_counts = [[*r, r[1] + r[2]] for r in subset_counts]
+    synth_rows = [r for r in rows if r["subset"] == "synthetic"]
+    synth_kinds = Counter(
+        (r.get("edit_expression") or "pose", r.get("yaw_units") or 0, r.get("pitch_units") or 0)
+        for r in synth_rows
+    )
+    examples = [r for r in rows if r.get("instruction") and r["subset"] == "real"][:6]
+    examples += [r for r in rows if r.get("instruction") and r["subset"] == "synthetic"][:4]
+    synth_table = (
+        _table(
+            ["edit", "yaw units", "pitch units", "edits"], [[*k, n] for k, n in sorted(synth_kinds.items())]
+        )
+        if synth_rows
+        else "(none)"
+    )
+    example_lines = "\n".join(
+        f"- `{r['key']}` ({r['subset']}, {r['split']}): {r['instruction']}" for r in examples
+    )
+    example_lines = example_lines or "- (none)"
+    text = f"""# {cfg.name}: HFL-style face-editing pairs
 
 Built by hfl {__version__} on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}; config hash
-`{config_hash(cfg)}` (`config.yaml` next to this file). Each sample is a source frame, a target frame of
-the same face track of the same video, and an instruction in the LaTo paper's template.
+`{config_hash(cfg)}` (`config.yaml` next to this file). A `real` sample is a source frame, a target frame
+of the same face track of the same video, and an instruction in the LaTo paper's template; a `synthetic`
+sample is a real source frame, its single-turn edit by the `{be.generator.name}` generator, and the
+instruction it was edited with, kept only when the validator confirmed the edit.
 
 ## Counts
+
+{_table(["subset", "train", "test", "all"], subset_counts)}
 
 {_table(["split", "pairs", "videos", "identity groups"], counts)}
 
@@ -159,9 +225,12 @@ expression x head-turn bucket.
 
 ![pose](card/pose.png)
 
+Synthetic edits by instructed change (expression or pose, yaw units, pitch units):
+{synth_table}
+
 ## Example instructions
 
-{chr(10).join(f"- `{r['key']}` ({r['split']}): {r['instruction']}" for r in examples) or "- (none)"}
+{example_lines}
 
 ## Funnel
 

@@ -21,6 +21,7 @@ import yaml
 from hfl.backends.clip import ClipBackendConfig, check_clip_weights
 from hfl.backends.expression import ExpressionBackendConfig, check_expression_backends
 from hfl.backends.face import FaceBackendConfig, check_face_weights
+from hfl.backends.generator import GeneratorBackendConfig, check_generator
 from hfl.backends.quality import QualityBackendConfig, check_quality_weights
 
 
@@ -48,6 +49,7 @@ class BackendsConfig:
         default_factory=ExpressionBackendConfig
     )  # captions, semantics
     clip: ClipBackendConfig = field(default_factory=ClipBackendConfig)  # CLIP image embedder (identity)
+    generator: GeneratorBackendConfig = field(default_factory=GeneratorBackendConfig)  # synth edit generator
 
 
 @dataclass
@@ -99,11 +101,37 @@ class CaptionConfig:
 
 
 @dataclass
+class SynthConfig:
+    input: str = ""  # empty: kept frames of `quality`; else a folder of face images (searched recursively)
+    folder_chunk: int = 16  # images per work unit when `input` is a folder
+    edits_per_video: int = 6  # source frames per video (or image), chosen spread over landmark shapes
+    edits_per_frame: int = 1  # edits drawn per chosen source frame (each its own single-turn edit)
+    expression_fraction: float = 0.5  # share of expression edits; the rest are head turns
+    yaw_fraction: float = 0.5  # share of yaw (vs pitch) among head turns
+    yaw_units: list[int] = field(default_factory=lambda: [-1, 1])  # allowed yaw turns, 30-degree units
+    pitch_units: list[int] = field(default_factory=lambda: [-1, 1])  # allowed pitch turns, 30-degree units
+    max_abs_yaw_deg: float = 45.0  # no turn that takes the source face beyond this yaw
+    max_abs_pitch_deg: float = 35.0  # no turn that takes the source face beyond this pitch
+    jpeg_quality: int = 95  # JPEG quality of stored edits
+
+
+@dataclass
+class ValidateConfig:
+    max_pose_error_deg: float = 10.0  # Eq. 1: sqrt((dp - tp)^2 + (dy - ty)^2) <= this (paper: 10)
+    expression_validator: str = "fer"  # fer (offline FER2013 class must match) | vlm (Qwen2.5-VL score)
+    min_vlm_score: float = 0.5  # vlm: edit-vs-instruction score in [0, 1] needed
+    require_intensity: bool = False  # fer: also require the instructed intensity (FER's p-rule)
+    check_pose_of_expression_edits: bool = True  # Eq. 1 with target 0 on expression edits too
+
+
+@dataclass
 class SplitConfig:
     test_pairs: int = 1007  # test-set size at full scale (paper: 1,007)
     test_fraction: float = 0.0067  # test share when that gives fewer pairs than test_pairs (1007/151007)
     group_by: str = "identity"  # identity (videos linked by face embedding) | video
     link_distance: float = 0.5  # videos whose mean face embeddings are closer than this are one person
+    inputs: list[str] = field(default_factory=list)  # stages whose kept rows are split; empty: caption
+    # and validate, those of them in `stages`
 
 
 @dataclass
@@ -125,6 +153,8 @@ class PipelineConfig:
     pair: PairConfig = field(default_factory=PairConfig)  # landmark/semantic diversity pairing
     identity: IdentityConfig = field(default_factory=IdentityConfig)  # cross-frame identity verification
     caption: CaptionConfig = field(default_factory=CaptionConfig)  # captions -> instructions
+    synth: SynthConfig = field(default_factory=SynthConfig)  # synthetic edits (generator, sampler)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)  # pose (Eq. 1) / expression checks
     split: SplitConfig = field(default_factory=SplitConfig)  # stratified train/test split
     shard: ShardConfig = field(default_factory=ShardConfig)  # WebDataset shards
 
@@ -328,8 +358,57 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
         if cfg.caption.pose_unit_deg <= 0:
             errors.append("caption.pose_unit_deg: must be > 0")
         errors += check_expression_backends(cfg.backends.expression, {"captioner"})
+    if "synth" in stages:
+        sy = cfg.synth
+        if sy.input:
+            p = Path(sy.input)
+            if not p.is_dir():
+                errors.append(f"synth.input: {sy.input} is not a folder")
+        elif "quality" not in cfg.stages:
+            errors.append("synth.input: required when the pipeline has no `quality` stage")
+        if min(sy.folder_chunk, sy.edits_per_video, sy.edits_per_frame) < 1:
+            errors.append("synth.folder_chunk, synth.edits_per_video, synth.edits_per_frame: must be >= 1")
+        for k in ("expression_fraction", "yaw_fraction"):
+            if not 0 <= getattr(sy, k) <= 1:
+                errors.append(f"synth.{k}: must be in [0, 1]")
+        if any(u == 0 or abs(u) > 4 for u in sy.yaw_units + sy.pitch_units):
+            errors.append("synth.yaw_units/pitch_units: non-zero whole units in -4..4")
+        if sy.expression_fraction < 1 and not (sy.yaw_units or sy.pitch_units):
+            errors.append("synth.yaw_units/pitch_units: at least one turn when expression_fraction < 1")
+        if not 1 <= sy.jpeg_quality <= 100:
+            errors.append("synth.jpeg_quality: must be in 1..100")
+        if sy.max_abs_yaw_deg <= 0 or sy.max_abs_pitch_deg <= 0:
+            errors.append("synth.max_abs_yaw_deg/max_abs_pitch_deg: must be > 0")
+        errors += check_generator(cfg.backends.generator)
+        errors += check_face_weights(cfg.backends.face)
+    if "validate" in stages:
+        v = cfg.validate
+        if "synth" not in cfg.stages:
+            errors.append("validate: needs `synth` in stages")
+        if v.max_pose_error_deg <= 0:
+            errors.append("validate.max_pose_error_deg: must be > 0")
+        if v.expression_validator not in ("fer", "vlm"):
+            errors.append("validate.expression_validator: one of fer, vlm")
+        if not 0 <= v.min_vlm_score <= 1:
+            errors.append("validate.min_vlm_score: must be in [0, 1]")
+        if v.expression_validator == "vlm":
+            from hfl.backends.vlm import check_vlm_weights
+
+            errors += [
+                f"backends.expression.vlm: {e}" for e in check_vlm_weights(cfg.backends.expression.vlm)
+            ]
+        else:
+            errors += [
+                e.replace("backends.expression.captioner", "validate.expression_validator")
+                for e in check_expression_backends(
+                    ExpressionBackendConfig(captioner="fer", semantic="fer"), {"captioner"}
+                )
+            ]
     if "split" in stages:
         sp = cfg.split
+        for name in sp.inputs:
+            if name not in cfg.stages:
+                errors.append(f"split.inputs: '{name}' is not one of this pipeline's stages")
         if sp.group_by not in ("identity", "video"):
             errors.append("split.group_by: one of identity, video")
         if not 0 <= sp.test_fraction < 1 or sp.test_pairs < 0:

@@ -83,6 +83,11 @@ REASON_TEXT = {
     "different_identity": "the two faces are not the same person (face-embedding distance / CLIP)",
     "caption_failed": "the captioner gave no usable answer",
     "no_describable_edit": "same expression caption and head turn under one 30-degree unit: no instruction",
+    "generator_failed": "the edit generator raised an error (reject_detail holds it)",
+    "edit_no_face": "the face detector found no face in the generated edit",
+    "pose_mismatch": "measured head-pose change differs from the instructed one by more than the Eq. 1 limit",
+    "expression_mismatch": "the expression validator does not see the instructed expression in the edit",
+    "validator_failed": "the expression validator (VLM) gave no usable answer",
 }
 
 CSS = """

@@ -76,13 +76,22 @@ def pair_sample(row: dict[str, Any], config_hash: str, backends: dict[str, str])
     }
     if backends.get("quality") == "dover":
         scores["dover"] = min(scores["quality_src"] or 0.0, scores["quality_tgt"] or 0.0)
+    subset = row.get("subset") or "real"
+    if subset == "synthetic":
+        scores.update(
+            pose_error_deg=_round(row.get("pose_error_deg")),
+            expression_score=_round(row.get("expression_score"), 4),
+            vlm_score=_round(row.get("vlm_score"), 4),
+        )
+    scores = {k: v for k, v in scores.items() if v is not None or subset == "real"}
     meta = {
-        "subset": "real",
+        "subset": subset,
         "src": _face(row, "src"),
         "tgt": _face(row, "tgt"),
         "edit": {
             "expression": row.get("edit_expression"),
             "intensity": row.get("edit_intensity"),
+            "kind": row.get("edit_kind"),
             "yaw_deg": (row.get("yaw_units") or 0) * unit,
             "pitch_deg": (row.get("pitch_units") or 0) * unit,
             "yaw_delta_measured": _round(row.get("yaw_delta")),
@@ -98,6 +107,9 @@ def pair_sample(row: dict[str, Any], config_hash: str, backends: dict[str, str])
             "frames": [row["src_frame"], row["tgt_frame"]],
             "frame_keys": [row["src_key"], row["tgt_key"]],
             "group_id": row.get("group_id"),
+            "generator": row.get("generator"),
+            "validator": row.get("validator"),
+            "edit_seed": row.get("edit_seed"),
             "backends": backends,
             "config_hash": config_hash,
         },

@@ -115,13 +115,36 @@ CAPTION_FIELDS = [
 ]
 CAPTION_SCHEMA = pa.schema(list(IDENTITY_SCHEMA) + [pa.field(n, t) for n, t in CAPTION_FIELDS])
 
+# Rows produced by `synth`: the pair columns (src_* = the source frame, tgt_* = the edit, with landmarks
+# detected on the edit by the configured face backends), the instructed edit in the caption columns
+# (edit_expression/edit_intensity/yaw_units/pitch_units/instruction), and these.
+SYNTH_FIELDS = [
+    ("subset", pa.string()),  # real | synthetic
+    ("generator", pa.string()),  # geometric | flux-kontext | step1x-edit | http
+    ("edit_kind", pa.string()),  # expression | pose
+    ("target_yaw_deg", pa.float32()),  # instructed head turn in degrees (yaw_units x unit)
+    ("target_pitch_deg", pa.float32()),
+    ("edit_seed", pa.int64()),  # seed handed to the generator
+    ("edit_landmarks", pa.list_(pa.float32())),  # geometric: where the editor moved the landmarks
+]
+SYNTH_SCHEMA = pa.schema(list(CAPTION_SCHEMA) + [pa.field(n, t) for n, t in SYNTH_FIELDS])
+
+# Columns added by `validate` (src/tgt pose and expression go into the caption columns).
+VALIDATE_FIELDS = [
+    ("pose_error_deg", pa.float32()),  # Eq. 1: |measured (pitch, yaw) change - instructed|, degrees
+    ("expression_score", pa.float32()),  # fer: probability of the instructed class on the edit
+    ("vlm_score", pa.float32()),  # vlm: edit-vs-instruction score in [0, 1]
+    ("validator", pa.string()),  # pnp-68-meanshape+fer | pnp-68-meanshape+qwen2.5-vl
+]
+VALIDATE_SCHEMA = pa.schema(list(SYNTH_SCHEMA) + [pa.field(n, t) for n, t in VALIDATE_FIELDS])
+
 # Columns added by `split`.
 SPLIT_FIELDS = [
     ("split", pa.string()),  # train | test
     ("group_id", pa.string()),  # the identity (or video) group: never in both splits
     ("stratum", pa.string()),  # <tgt expression>|<pose bucket> used for stratification
 ]
-SPLIT_SCHEMA = pa.schema(list(CAPTION_SCHEMA) + [pa.field(n, t) for n, t in SPLIT_FIELDS])
+SPLIT_SCHEMA = pa.schema(list(VALIDATE_SCHEMA) + [pa.field(n, t) for n, t in SPLIT_FIELDS])
 
 # stats.json (marks a stage done):
 # {"stage": str, "rows_in": int, "kept": int, "rejected": {reason: count}, "seconds": float,

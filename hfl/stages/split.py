@@ -3,7 +3,10 @@
 * Groups: pairs of one video are one group; with `group_by: identity`, videos whose mean face embeddings
   (from `identity`) are closer than `link_distance` are merged (union-find), so one person never sits
   in both splits.
-* Strata: instructed expression x pose bucket (yaw and pitch units, clipped to +-2).
+* Inputs: the kept rows of `caption` (real pairs) and `validate` (synthetic edits), those of them in the
+  pipeline, or `split.inputs`. A synthetic edit keeps the video_id of its source frame, so it joins that
+  video's group: a real pair and a synthetic edit of the same person never sit in different splits.
+* Strata: subset x instructed expression x pose bucket (yaw and pitch units, clipped to +-2).
 * Test size: min(test_pairs, round(test_fraction * pairs)). Whole groups are moved to test in a seeded
   random order while they fill strata that are still short of their proportional target.
 The planner reads only small columns of all caption parts; units then copy each part, adding the split.
@@ -33,13 +36,14 @@ PLAN_COLUMNS = [
     "edit_expression",
     "yaw_units",
     "pitch_units",
+    "subset",
     "reject_reason",
 ]
 
 
 def stratum(row: dict[str, Any]) -> str:
     yaw, pitch = (int(np.clip(row.get(k) or 0, -2, 2)) for k in ("yaw_units", "pitch_units"))
-    return f"{row.get('edit_expression') or 'none'}|yaw{yaw:+d}pitch{pitch:+d}"
+    return f"{row.get('subset') or 'real'}|{row.get('edit_expression') or 'none'}|yaw{yaw:+d}pitch{pitch:+d}"
 
 
 def link_videos(video_ids: list[str], embeddings: np.ndarray, max_distance: float) -> dict[str, str]:
@@ -97,25 +101,38 @@ def assign_groups(group_strata: dict[str, Counter[str]], n_test: int, seed: int)
 
 class SplitStage(Stage):
     name = "split"
-    inputs = ("caption",)
     outputs = ("split", "group_id", "stratum")
     schema = SPLIT_SCHEMA
     description = (
         "stratified train/test split (expression x pose), no video or identity in both; dataset card"
     )
 
+    @property
+    def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        """split.inputs, else caption and validate, those in the pipeline (caption when neither is)."""
+        if self.cfg.split.inputs:
+            return tuple(self.cfg.split.inputs)
+        found = tuple(s for s in ("caption", "validate") if s in self.cfg.stages)
+        return found or ("caption",)
+
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=64)
 
     def config_section(self) -> dict[str, Any]:
-        return {"split": asdict(self.cfg.split), "seed": self.cfg.seed}
+        return {"split": asdict(self.cfg.split), "seed": self.cfg.seed, "inputs": list(self.inputs)}
 
     def thresholds(self) -> dict[str, Any]:
         s = self.cfg.split
         return {"test_pairs": s.test_pairs, "test_fraction": s.test_fraction}
 
     def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        parts = sorted(ctx.stage_dir("caption").glob("part-*.parquet"))
+        ids: dict[Path, str] = {}
+        parts: list[Path] = []
+        for stage in self.inputs:
+            for p in sorted(ctx.stage_dir(stage).glob("part-*.parquet")):
+                # unit ids stay unique across input stages: prefixed by the stage when there are several
+                ids[p] = p.stem.removeprefix("part-") if len(self.inputs) == 1 else f"{stage}-{p.stem[5:]}"
+                parts.append(p)
         rows_by_part: dict[Path, list[dict[str, Any]]] = {}
         for p in parts:
             have = set(pq.ParquetFile(p).schema_arrow.names)
@@ -136,7 +153,7 @@ class SplitStage(Stage):
             for r in rows_by_part[p]:
                 g = groups[r["video_id"]]
                 assign[r["key"]] = ["test" if g in test else "train", g, stratum(r)]
-            units.append(WorkUnit(p.stem.removeprefix("part-"), {"path": str(p), "assign": assign}))
+            units.append(WorkUnit(ids[p], {"path": str(p), "assign": assign}))
         return units
 
     def groups(self, rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -161,7 +178,8 @@ class SplitStage(Stage):
             out = []
             for r in rows:
                 split, group, strat = assign[r["key"]]
-                out.append({**r, "split": split, "group_id": group, "stratum": strat})
+                subset = r.get("subset") or "real"
+                out.append({**r, "subset": subset, "split": split, "group_id": group, "stratum": strat})
             yield out
 
     def finalize(self, ctx: StageContext) -> None:
@@ -174,6 +192,9 @@ class SplitStage(Stage):
 
     def extra_stats(self, ctx: StageContext) -> dict[str, Any]:
         counts: Counter[str] = Counter()
+        subsets: Counter[str] = Counter()
         for p in sorted(ctx.stage_dir(self.name).glob("part-*.parquet")):
-            counts.update(r["split"] for r in pq.read_table(p, columns=["split"]).to_pylist())
-        return {"splits": dict(counts)}
+            for r in pq.read_table(p, columns=["split", "subset"]).to_pylist():
+                counts[r["split"]] += 1
+                subsets[f"{r['subset'] or 'real'}/{r['split']}"] += 1
+        return {"splits": dict(counts), "subsets": dict(sorted(subsets.items()))}
