@@ -99,6 +99,110 @@ def report(out_dir: Annotated[Path, typer.Argument(help="A build output folder")
     typer.echo(f"report: {write_report(out_dir)}")
 
 
+_MODEL_HELP = (
+    "LaTo weights: --run DIR --recipe YAML (hfl train lato output) or --release YAML [--weights DIR]"
+)
+
+
+@app.command()
+def edit(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output image (single) or folder (--batch)")],
+    image: Annotated[Path | None, typer.Option(help="Source image")] = None,
+    instruction: Annotated[
+        str | None, typer.Option(help="Edit instruction, e.g. 'Turn her head 30° left.'")
+    ] = None,
+    landmarks: Annotated[
+        str | None,
+        typer.Option(help="Target landmarks JSON file (68 points, 512 canvas); skips the predictor"),
+    ] = None,
+    batch: Annotated[Path | None, typer.Option(help="JSONL of requests or a pair-shard folder")] = None,
+    use_target_landmarks: Annotated[
+        bool, typer.Option(help="--batch on shards: use the pairs' target landmarks")
+    ] = False,
+    run: Annotated[str | None, typer.Option(help=_MODEL_HELP)] = None,
+    recipe: Annotated[str | None, typer.Option(help="Training recipe of --run")] = None,
+    release: Annotated[
+        str | None, typer.Option(help="Release config, e.g. inference/lato_release.yaml")
+    ] = None,
+    weights: Annotated[str | None, typer.Option(help="Root folder of the release files")] = None,
+    predictor: Annotated[str, typer.Option(help="geometric (offline default) | vlm")] = "geometric",
+    predictor_vlm: Annotated[str, typer.Option(help="Local Qwen-VL folder of the VLM predictor")] = "",
+    vlm_engine: Annotated[str, typer.Option(help="transformers | vllm")] = "transformers",
+    steps: Annotated[int, typer.Option(help="Rectified-flow sampling steps")] = 28,
+    text_scale: Annotated[float, typer.Option(help="Text guidance scale s_t (1 = off)")] = 6.0,
+    landmark_scale: Annotated[float, typer.Option(help="Landmark guidance scale s_f (1 = off)")] = 4.0,
+    uncond: Annotated[str, typer.Option(help="Unconditional landmark branch: learned | zero")] = "learned",
+    seed: Annotated[int, typer.Option(help="Noise seed (single mode; batch rows carry their own)")] = 0,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA) | float32 | bfloat16 | float16")] = "auto",
+    offload: Annotated[
+        bool, typer.Option(help="Keep models on the CPU, move each to the GPU while it runs")
+    ] = False,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0 = default)")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Edit at most N batch rows")] = None,
+) -> None:
+    """Edit a face with LaTo: detect, predict target landmarks, sample with landmark-aware CFG.
+
+    Writes OUT, OUT_panel.png (source | target landmarks | edit), OUT_landmarks.json and a JSONL record.
+
+    Example: hfl edit --image face.jpg --instruction "Turn his head 30° left." -o out.png
+             --run runs/lato-tiny --recipe training/lato_tiny.yaml --steps 8
+    """
+    from inference.commands import ModelArgs, run_edit
+
+    margs = ModelArgs(run, recipe, release, weights, device, dtype, offload, threads)
+    try:
+        records = run_edit(
+            margs, output, image, instruction, landmarks, batch, use_target_landmarks, predictor,
+            predictor_vlm, vlm_engine, steps, text_scale, landmark_scale, uncond, seed, limit,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    for r in records:
+        typer.echo(f"{r['output']}  ({r['timings'].get('sample_s', 0):.2f} s sampling)")
+
+
+@app.command("eval")
+def eval_(
+    edits: Annotated[list[Path] | None, typer.Argument(help="edits JSONL files written by hfl edit")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for eval.json and eval.md")] = Path(
+        "eval"
+    ),
+    identity: Annotated[str, typer.Option(help="Identity backend for s_arc: dlib | insightface")] = "dlib",
+    insightface_dir: Annotated[str, typer.Option(help="buffalo_l folder (w600k_r50.onnx)")] = "",
+    amplitude: Annotated[str, typer.Option(help="phi_ins from: landmarks | vlm")] = "landmarks",
+    judge_vlm: Annotated[str, typer.Option(help="Local Qwen-VL folder for SC/VQ/NA (and phi_ins)")] = "",
+    vlm_engine: Annotated[str, typer.Option(help="transformers | vllm")] = "transformers",
+    device: Annotated[str, typer.Option(help="Device of VLM backends")] = "cpu",
+    predictor_pairs: Annotated[
+        Path | None, typer.Option(help="Pair shards to score the predictor on")
+    ] = None,
+    predictor: Annotated[str, typer.Option(help="geometric | vlm")] = "geometric",
+    predictor_vlm: Annotated[str, typer.Option(help="Local Qwen-VL folder of the VLM predictor")] = "",
+    limit: Annotated[int | None, typer.Option(help="Evaluate at most N items")] = None,
+) -> None:
+    """Rectified IP (Algorithm 1), Landmark Error, SC/VQ/NA (VLM judge) and predictor accuracy.
+
+    Example: hfl eval out/edits.jsonl -o out/eval --predictor-pairs demo-out/shards/train
+    """
+    from inference.commands import run_eval
+
+    try:
+        res = run_eval(
+            list(edits or []), output, identity, insightface_dir, amplitude, judge_vlm, vlm_engine, device,
+            predictor_pairs, predictor, predictor_vlm, limit,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    from inference.evaluate import table
+
+    for name, r in res.items():
+        typer.echo(table(r, name))
+    typer.echo(f"wrote {output / 'eval.json'} and {output / 'eval.md'}")
+
+
 def _add_subcommands() -> None:
     from annotation_ui.cli import app as annotate_app
     from training.cli import app as train_app

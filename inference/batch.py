@@ -1,0 +1,104 @@
+"""Batch inputs for ``hfl edit --batch`` and ``hfl eval``.
+
+Edit requests come from a JSONL file, one object per line::
+
+    {"image": "faces/a.jpg", "instruction": "Turn her head 30° left.",
+     "landmarks": "a_target.json" | [[x, y] x 68], "seed": 0, "id": "a"}
+
+(``landmarks`` and ``seed``, ``id`` optional; relative paths are relative to the JSONL's folder), or from a
+folder of HFL pair shards (``DIR/shards/test``): the source image, the instruction and, with
+``use_target_landmarks``, the pair's target landmarks mapped to the 512 canvas (the ground-truth target).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inference.face import read_rgb
+from inference.landmark_json import parse_landmarks
+
+
+@dataclass
+class EditRequest:
+    id: str
+    image: np.ndarray
+    instruction: str
+    landmarks: np.ndarray | None = None  # target, 512 canvas
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_landmarks(value: Any, base: Path | None = None) -> np.ndarray:
+    """Target landmarks from a list, a JSON text, or a JSON file (grouped, {"landmarks": ...} or a list)."""
+    if isinstance(value, list | dict):
+        pts = parse_landmarks(json.dumps(value))
+    else:
+        p = Path(value)
+        if base is not None and not p.is_absolute() and not p.exists():
+            p = base / p
+        text = p.read_text() if p.exists() else str(value)
+        pts = parse_landmarks(text)
+    if pts is None:
+        raise ValueError(f"no 68 landmarks in {str(value)[:80]!r}")
+    return pts
+
+
+def iter_jsonl(path: str | Path) -> Iterator[EditRequest]:
+    base = Path(path).parent
+    for n, line in enumerate(Path(path).read_text().splitlines()):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        img = Path(row["image"])
+        img = img if img.is_absolute() or img.exists() else base / img
+        lm = read_landmarks(row["landmarks"], base) if row.get("landmarks") is not None else None
+        rid, seed = str(row.get("id", f"{n:05d}")), int(row.get("seed", 0))
+        yield EditRequest(rid, read_rgb(str(img)), row["instruction"], lm, seed, {"image_path": str(img)})
+
+
+def iter_shards(folder: str | Path, use_target_landmarks: bool = False) -> Iterator[EditRequest]:
+    """Pair samples of ``folder/*.tar`` as edit requests (target image kept in ``extra['target']``)."""
+    for path in sorted(glob.glob(str(Path(folder) / "*.tar"))):
+        with tarfile.open(path) as tar:
+            groups: dict[str, dict[str, bytes]] = {}
+            for m in tar.getmembers():
+                if m.isfile():
+                    key, _, ext = m.name.partition(".")
+                    groups.setdefault(key, {})[ext] = tar.extractfile(m).read()
+        for key, s in groups.items():
+            if not {"src.jpg", "json"} <= set(s):
+                continue
+            src = cv2.cvtColor(
+                cv2.imdecode(np.frombuffer(s["src.jpg"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+            )
+            meta = json.loads(s["json"])
+            h, w = src.shape[:2]
+            scale = np.array([512.0 / w, 512.0 / h])
+            tgt = np.asarray(meta["tgt"]["landmarks"], np.float64) * scale
+            extra: dict[str, Any] = {
+                "source_landmarks": np.asarray(meta["src"]["landmarks"], np.float64) * scale,
+                "gt_target_landmarks": tgt,
+                "edit": meta.get("edit", {}),
+            }
+            if "tgt.jpg" in s:
+                img = cv2.imdecode(np.frombuffer(s["tgt.jpg"], np.uint8), cv2.IMREAD_COLOR)
+                extra["target"] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            txt = s.get("txt", b"").decode("utf-8")
+            yield EditRequest(key, src, txt, tgt if use_target_landmarks else None, 0, extra)
+
+
+def iter_requests(source: str | Path, use_target_landmarks: bool = False) -> Iterator[EditRequest]:
+    """JSONL file or pair-shard folder (see the module docstring)."""
+    p = Path(source)
+    if p.is_dir():
+        return iter_shards(p, use_target_landmarks)
+    return iter_jsonl(p)

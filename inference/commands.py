@@ -1,0 +1,172 @@
+"""Implementation of ``hfl edit`` and ``hfl eval`` (``hfl/cli.py`` holds only the option parsing)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ModelArgs:
+    """Where the LaTo weights come from: a training run + recipe, or a release config + weights root."""
+
+    run: str | None = None
+    recipe: str | None = None
+    release: str | None = None
+    weights: str | None = None
+    device: str = "cpu"
+    dtype: str = "auto"
+    offload: bool = False
+    threads: int = 0
+
+
+def load_model(args: ModelArgs) -> Any:
+    import torch
+
+    from inference.model import load_release, load_run
+    from training.common import load_recipe
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if args.run:
+        if not args.recipe:
+            raise ValueError("--run needs --recipe (the training recipe the run was trained with)")
+        return load_run(args.run, load_recipe(args.recipe), args.device, args.dtype, args.offload)
+    if args.release:
+        cfg = load_recipe(args.release)
+        if args.weights:
+            cfg["root"] = args.weights
+        return load_release(cfg, args.device, args.dtype, args.offload)
+    raise ValueError(
+        "give the model: --run DIR --recipe YAML (a hfl train lato run) or --release YAML [--weights DIR]"
+    )
+
+
+def make_predictor(kind: str, vlm_path: str = "", engine: str = "transformers", device: str = "cpu") -> Any:
+    from inference.vlm_predictor import load_predictor
+
+    return load_predictor(kind, vlm_path, engine, device)
+
+
+def _record(
+    req_id: str, src_path: str, out_path: Path, instruction: str, res: Any, seed: int
+) -> dict[str, Any]:
+    return {
+        "id": req_id,
+        "source": str(src_path),
+        "output": str(out_path),
+        "instruction": instruction,
+        "seed": seed,
+        "source_landmarks": None
+        if res.source_landmarks is None
+        else np.round(res.source_landmarks, 2).tolist(),
+        "target_landmarks": np.round(res.target_landmarks, 2).tolist(),
+        "timings": {k: round(v, 4) for k, v in res.timings.items()},
+    }
+
+
+def run_edit(
+    model: ModelArgs,
+    output: Path,
+    image: Path | None = None,
+    instruction: str | None = None,
+    landmarks: str | None = None,
+    batch: Path | None = None,
+    use_target_landmarks: bool = False,
+    predictor: str = "geometric",
+    predictor_vlm: str = "",
+    vlm_engine: str = "transformers",
+    steps: int = 28,
+    text_scale: float = 6.0,
+    landmark_scale: float = 4.0,
+    uncond: str = "learned",
+    seed: int = 0,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """One edit (``image`` + ``instruction`` -> ``output`` file) or a batch (``batch`` -> ``output`` dir)."""
+    from hfl.lato.sampling import GuidanceConfig
+    from inference.batch import EditRequest, iter_requests, read_landmarks
+    from inference.face import read_rgb, to_canvas, write_rgb
+    from inference.landmark_json import to_grouped
+    from inference.pipeline import LaToEditor
+
+    guidance = GuidanceConfig(
+        steps=steps, text_scale=text_scale, landmark_scale=landmark_scale, uncond=uncond
+    )
+    editor = LaToEditor(load_model(model), make_predictor(predictor, predictor_vlm, vlm_engine, model.device))
+    if batch is None:
+        if image is None or instruction is None:
+            raise ValueError("give --image and --instruction, or --batch")
+        lm = read_landmarks(landmarks) if landmarks else None
+        reqs = [
+            EditRequest(
+                Path(image).stem, read_rgb(str(image)), instruction, lm, seed, {"image_path": str(image)}
+            )
+        ]
+        out_dir, single = Path(output).parent, Path(output)
+    else:
+        reqs, out_dir, single = iter_requests(batch, use_target_landmarks), Path(output), None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, req in enumerate(reqs):
+        if limit is not None and i >= limit:
+            break
+        res = editor.edit(req.image, req.instruction, req.landmarks, guidance, req.seed)
+        out_path = single or out_dir / f"{req.id}.png"
+        write_rgb(str(out_path), res.image)
+        stem = out_path.with_suffix("")
+        write_rgb(f"{stem}_panel.png", res.panel(to_canvas(req.image)))
+        Path(f"{stem}_landmarks.json").write_text(json.dumps(to_grouped(res.target_landmarks, 1)))
+        src_path = req.extra.get("image_path")
+        if src_path is None:  # shard input: keep the source next to the edit for hfl eval
+            src_path = f"{stem}_source.png"
+            write_rgb(src_path, req.image)
+        records.append(_record(req.id, src_path, out_path, req.instruction, res, req.seed))
+    jsonl = (out_dir / f"{single.stem}_edit.jsonl") if single else out_dir / "edits.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def run_eval(
+    edits: list[Path],
+    output: Path,
+    identity: str = "dlib",
+    insightface_dir: str = "",
+    amplitude: str = "landmarks",
+    judge_vlm: str = "",
+    vlm_engine: str = "transformers",
+    device: str = "cpu",
+    predictor_pairs: Path | None = None,
+    predictor: str = "geometric",
+    predictor_vlm: str = "",
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Evaluate edits (``hfl edit`` JSONL records) and/or a predictor on pair shards; write eval.json/md."""
+    from hfl.backends.vlm import VlmBackendConfig
+    from inference.evaluate import EvalConfig, evaluate_edits, predictor_accuracy, write_results
+
+    results: dict[str, Any] = {}
+    if edits:
+        records = [
+            json.loads(line) for p in edits for line in Path(p).read_text().splitlines() if line.strip()
+        ]
+        judge = None
+        if judge_vlm:
+            from inference.judge import VlmJudge
+
+            judge = VlmJudge(VlmBackendConfig(path=judge_vlm, engine=vlm_engine, device=device))
+        cfg = EvalConfig(identity=identity, insightface_dir=insightface_dir, amplitude=amplitude)
+        results["edits"] = evaluate_edits(records[:limit] if limit else records, cfg, judge)
+    if predictor_pairs is not None:
+        from inference.batch import iter_shards
+
+        pred = make_predictor(predictor, predictor_vlm, vlm_engine, device)
+        results["predictor"] = predictor_accuracy(iter_shards(predictor_pairs), pred, limit)
+    if not results:
+        raise ValueError("nothing to evaluate: give edits JSONL files and/or --predictor-pairs")
+    write_results(output, results)
+    return results
