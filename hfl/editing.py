@@ -13,8 +13,9 @@ Geometric editor (no learned model; it moves pixels, it cannot create any):
    face frame (hfl.face3d.face_frame: inter-ocular distance = 1, eyes horizontal), scaled by intensity;
    "neutral" instead pulls brows, eyes and mouth part-way to the frontal mean face;
 3. warp the image piecewise-affinely over a Delaunay triangulation of the 68 source points, a ring of
-   points around the face that follows the head at half strength (forehead, hair, neck move with it)
-   and fixed anchors on the image border (the background stays put). The inverse map is evaluated per
+   points around the face that follows the head at half strength (forehead, hair, neck move with it),
+   a fixed outer ring and fixed anchors on the image border (the background beyond the outer ring stays
+   exactly where it was). The inverse map is evaluated per
    pixel (scipy Delaunay + barycentric coordinates) and sampled with cv2.remap.
 What it cannot do: reveal content that is not in the source (teeth behind closed lips, the far side of
 a turned face, an ear), change shading or wrinkles; large turns squeeze the far half of the face.
@@ -291,6 +292,10 @@ def silhouette(pts: np.ndarray, yaw_deg: float, margin: float = 0.12) -> np.ndar
     return from_frame(q, frame)
 
 
+def _inside(pts: np.ndarray, w: int, h: int) -> np.ndarray:
+    return pts[(pts[:, 0] > 1) & (pts[:, 0] < w - 2) & (pts[:, 1] > 1) & (pts[:, 1] < h - 2)]
+
+
 @dataclass
 class GeometricEdit:
     image: np.ndarray  # edited RGB image, same size as the source
@@ -326,7 +331,8 @@ class GeometricEditor:
             ring_dst = ring_src + self.ring_follow * (moved - ring_src)
         else:
             ring_dst = ring_src
-        border = _border(w, h)
+        # a fixed outer ring: between it and the border the map is the identity (the background stays put)
+        border = np.r_[_border(w, h), _inside(_ring(src, self.ring_scale * 1.6, 24), w, h)]
         keep = (
             (ring_src[:, 0] > 1) & (ring_src[:, 0] < w - 2) & (ring_src[:, 1] > 1) & (ring_src[:, 1] < h - 2)
         )
