@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hfl.face3d import face_frame, fit_face, to_frame, turn_head
-from inference.geometric import TABLE_PATH, cell_key, prior_displacement
+from hfl.face3d import face_frame, fit_face, to_frame
+from inference.geometric import TABLE_PATH, cell_key, prior_displacement, turn_from_pose
 
 
 def procrustes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -43,7 +43,7 @@ def pair_residual(meta: dict, width: int, height: int) -> np.ndarray:
     ps, pt = meta["src"].get("pose") or {}, meta["tgt"].get("pose") or {}
     dyaw = float(pt.get("yaw", 0)) - float(ps.get("yaw", 0))
     dpitch = float(pt.get("pitch", 0)) - float(ps.get("pitch", 0))
-    rigid = turn_head(fit_face(src, width, height), dyaw, dpitch)
+    rigid = turn_from_pose(fit_face(src, width, height), src, dyaw, dpitch)
     frame = face_frame(rigid)
     return to_frame(procrustes(tgt, rigid), frame) - to_frame(rigid, frame)
 

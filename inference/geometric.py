@@ -2,8 +2,8 @@
 
 Target = rigid 3-D turn of the source face + an expression displacement:
 
-1. ``hfl.face3d.fit_face`` lifts the 68 source points to 3-D (mean-face depth) and ``turn_head`` rotates
-   them by the instructed yaw/pitch about the head centre and re-projects them (``rigid``).
+1. ``hfl.face3d.fit_face`` lifts the 68 source points to 3-D (mean-face depth) and ``turn_from_pose`` rotates
+   them about the head centre so the PnP pose changes by the instructed yaw/pitch, and re-projects them.
 2. The expression displacement for the instructed (expression, intensity) cell, stored in the normalised
    face frame of ``hfl.face3d.face_frame`` (centroid, inter-ocular distance = 1, eyes horizontal), is added
    in the frame of ``rigid``: ``target = from_frame(to_frame(rigid) + D[expr, intensity])``.
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hfl.face3d import face_frame, fit_face, from_frame, to_frame, turn_head
+from hfl.face3d import FaceFit, face_frame, fit_face, from_frame, to_frame, turn_matrix
+from hfl.landmarks import head_pose
 from inference.edit_spec import EXPRESSIONS, INTENSITIES, EditSpec, parse_instruction
 
 TABLE_PATH = Path(__file__).with_name("expression_displacements.json")
@@ -110,6 +111,37 @@ def load_table(path: str = str(TABLE_PATH)) -> dict[str, np.ndarray]:
     return table
 
 
+def turn_from_pose(
+    fit: FaceFit, landmarks: np.ndarray, yaw_deg: float, pitch_deg: float, iterations: int = 3
+) -> np.ndarray:
+    """Turn the fitted head so its re-estimated pose (``hfl.landmarks.head_pose``) changes by (yaw, pitch).
+
+    The rotation is ``T(y0 + cy, p0 + cp) T(y0, p0)^T`` with ``T = hfl.face3d.turn_matrix`` and (y0, p0) the
+    source's pose: it maps the source's facing direction onto the target's (``turn_head``'s camera-space
+    rotation reads back exactly only for a frontal source). The lifted shape is the person's 2-D shape on
+    the mean face's depth, so PnP reads a pitch change of such a shape with a person-dependent gain (up to
+    ~40 % off); the commanded (cy, cp) are therefore corrected ``iterations`` times by the difference between
+    the asked and the re-estimated change. HFL labels pair pose changes with the same estimator.
+    """
+    y0, p0, _ = head_pose(landmarks, fit.width, fit.height)
+    c = fit.centre
+
+    def turned(cy: float, cp: float) -> np.ndarray:
+        delta = turn_matrix(y0 + cy, p0 + cp) @ turn_matrix(y0, p0).T
+        return fit.project((fit.points3d - c) @ delta.T + c)
+
+    cy, cp = float(yaw_deg), float(pitch_deg)
+    pts = turned(cy, cp)
+    for _ in range(iterations):
+        y1, p1, _ = head_pose(pts, fit.width, fit.height)
+        ey, ep = yaw_deg - (y1 - y0), pitch_deg - (p1 - p0)
+        if max(abs(ey), abs(ep)) < 0.5:
+            break
+        cy, cp = cy + float(np.clip(ey, -20, 20)), cp + float(np.clip(ep, -20, 20))
+        pts = turned(cy, cp)
+    return pts
+
+
 class GeometricPredictor:
     """Rigid 3-D turn plus tabled expression displacement (see the module docstring).
 
@@ -141,7 +173,7 @@ class GeometricPredictor:
         rigid = (
             src
             if spec.yaw_deg == 0 and spec.pitch_deg == 0
-            else turn_head(fit_face(src, width, height), spec.yaw_deg, spec.pitch_deg)
+            else turn_from_pose(fit_face(src, width, height), src, spec.yaw_deg, spec.pitch_deg)
         )
         disp = self.displacement(spec)
         if not np.any(disp):
