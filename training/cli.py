@@ -1,4 +1,4 @@
-"""`hfl train`: landmark tokenizer and LaTo trainers."""
+"""`hfl train`: landmark tokenizer, LaTo, landmark predictor and captioner trainers."""
 
 from __future__ import annotations
 
@@ -72,3 +72,37 @@ def lato(
             }
         )
     )
+
+
+@app.command()
+def predictor(
+    config: Path = _CONFIG,
+    set_: list[str] | None = _SET,
+    output: Path | None = _OUT,
+    no_resume: bool = _FRESH,
+) -> None:
+    """Fine-tune the VLM landmark predictor (LoRA) on rule-guided CoT traces of pair shards.
+
+    Example: hfl train predictor -c training/predictor.yaml --set model.path=models/Qwen/Qwen2.5-VL-3B
+    """
+    from training.predictor import train_predictor
+
+    s = train_predictor(_recipe(config, set_, output, no_resume))
+    typer.echo(json.dumps({"step": s["step"], "examples": s["examples"], "last_loss": s["losses"][-1]}))
+
+
+@app.command()
+def captioner(
+    config: Path = _CONFIG,
+    set_: list[str] | None = _SET,
+    output: Path | None = _OUT,
+    no_resume: bool = _FRESH,
+) -> None:
+    """Fine-tune the expression captioner on the annotation export; score it (1 + 0.5 hierarchical metric).
+
+    Example: hfl train captioner --config training/captioner.yaml --set data.export=annotation-export
+    """
+    from training.captioner import train_captioner
+
+    s = train_captioner(_recipe(config, set_, output, no_resume))
+    typer.echo(json.dumps({"step": s["step"], "last_loss": s["losses"][-1], "eval": s.get("eval")}))
