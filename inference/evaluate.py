@@ -141,9 +141,13 @@ def predictor_accuracy(requests: Any, predictor: Any, limit: int | None = None) 
                 "yaw_err": abs((yp - ys) - (yg - ys)),
                 "pitch_err": abs((pp - ps) - (pg - ps)),
                 "nme_identity": metrics.nme(src, gt),  # baseline: predict "no change"
+                # the same after removing the frame-to-frame translation (centroids), which no predictor sees
+                "nme_centred": metrics.nme(pred - pred.mean(0) + gt.mean(0), gt),
+                "nme_centred_identity": metrics.nme(src - src.mean(0) + gt.mean(0), gt),
             }
         )
-    summary = {k: _mean([r[k] for r in rows]) for k in ("nme", "l1", "yaw_err", "pitch_err", "nme_identity")}
+    keys = ("nme", "l1", "yaw_err", "pitch_err", "nme_identity", "nme_centred", "nme_centred_identity")
+    summary = {k: _mean([r[k] for r in rows]) for k in keys}
     summary["n"] = len(rows)
     summary["predictor"] = getattr(predictor, "name", type(predictor).__name__)
     return {"summary": summary, "rows": rows}

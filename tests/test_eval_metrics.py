@@ -73,3 +73,46 @@ def test_judge_parsing() -> None:
     assert parse_scores("no idea") is None
     assert parse_amplitude('{"regions": ["mouth"], "amplitude": 0.4}') == 0.4
     assert parse_amplitude('{"amplitude": 1.7}') is None
+
+
+def test_hfl_eval_end_to_end(two_men: tuple, carphone_frames: list, tmp_path) -> None:
+    """``hfl eval`` on edits records (a copy, another person) and on pair shards for predictor accuracy."""
+    import json
+
+    import cv2
+    from typer.testing import CliRunner
+
+    from hfl.cli import app
+    from inference.face import FaceFinder
+    from inference.geometric import GeometricPredictor
+    from training.sample_pairs import write_pairs
+
+    src = two_men[0]
+    paths = {}
+    for name, img in {"src": src, "copy": src, "other": cv2.resize(two_men[1], src.shape[1::-1])}.items():
+        paths[name] = tmp_path / f"{name}.png"
+        cv2.imwrite(str(paths[name]), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    ins = "Make his facial expression happy strongly and turn his head 30° left."
+    lm = FaceFinder().on_canvas(src).landmarks
+    tgt = GeometricPredictor().predict(None, lm, ins)
+    recs = [
+        {"id": k, "source": str(paths["src"]), "output": str(paths[k]), "instruction": ins,
+         "source_landmarks": lm.tolist(), "target_landmarks": tgt.tolist()}
+        for k in ("copy", "other")
+    ]  # fmt: skip
+    edits = tmp_path / "edits.jsonl"
+    edits.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    pairs = tmp_path / "pairs"
+    write_pairs(pairs, carphone_frames, [(0, 4), (2, 7)])
+    out = tmp_path / "eval"
+    res = CliRunner().invoke(app, ["eval", str(edits), "-o", str(out), "--predictor-pairs", str(pairs)])
+    assert res.exit_code == 0, res.output
+    data = json.loads((out / "eval.json").read_text())
+    rows = {r["id"]: r for r in data["edits"]["rows"]}
+    assert (
+        rows["copy"]["s_arc"] == pytest.approx(1.0) and rows["copy"]["s_rip"] < 1e-3
+    )  # unchanged: rectified ~0
+    assert rows["copy"]["landmark_error"] > 5  # the copy does not show the asked landmarks
+    assert rows["other"]["s_arc"] < 0.5
+    assert data["predictor"]["summary"]["n"] == 2 and data["predictor"]["summary"]["nme"] > 0
+    assert "| s_rip |" in (out / "eval.md").read_text()

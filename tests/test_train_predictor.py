@@ -113,3 +113,40 @@ def test_captioner_hierarchical_metric() -> None:
     assert s["points"] == pytest.approx((1.5 + 1.0 + 0.0) / 3)
     assert s["score"] == pytest.approx(2.5 / 4.5) and s["expression_accuracy"] == pytest.approx(2 / 3)
     assert json.loads(answer(rows[2])) == {"expression": "neutral", "intensity": None, "pronoun": "her"}
+
+
+def test_captioner_sft_on_an_annotation_export(
+    qwen: Path, two_men: tuple, astronaut: np.ndarray, tmp_path: Path
+) -> None:
+    """An export as ``hfl annotate export`` writes it (train/eval JSONL + images/): SFT, merge, eval score."""
+    from training.captioner import train_captioner
+
+    exp = tmp_path / "export"
+    (exp / "images").mkdir(parents=True)
+    faces = {
+        "a": (two_men[0], "happy", "slightly"),
+        "b": (two_men[1], "neutral", None),
+        "c": (astronaut, "happy", "normally"),
+    }
+    rows = []
+    for key, (img, expr, inten) in faces.items():
+        cv2.imwrite(
+            str(exp / "images" / f"{key}.png"), cv2.cvtColor(cv2.resize(img, (112, 112)), cv2.COLOR_RGB2BGR)
+        )
+        rows.append(
+            {"key": key, "image": f"images/{key}.png", "expression": expr, "intensity": inten, "meta": {}}
+        )
+    (exp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    (exp / "eval.jsonl").write_text(json.dumps(rows[2]) + "\n")
+    cfg = {
+        "output_dir": str(tmp_path / "cap"),
+        "model": {"path": str(qwen), "max_pixels": 112 * 112},
+        "data": {"export": str(exp)},
+        "lora": {"rank": 4},
+        "max_length": 1024,
+        "merge": True,
+        "train": {"max_steps": 3, "lr": 1e-3, "log_every": 1},
+    }
+    s = train_captioner(cfg)
+    assert len(s["losses"]) == 3 and s["eval"]["n"] == 1
+    assert 0.0 <= s["eval"]["score"] <= 1.0  # a random tiny model: the score is computed, not good
