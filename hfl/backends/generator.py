@@ -6,9 +6,10 @@ Backends (`backends.generator.name`):
 * `geometric` (offline default): hfl.editing.GeometricEditor, a landmark-driven 3-D turn / expression
   displacement + piecewise-affine warp. Not a learned model: it moves pixels, it cannot create any.
 * `flux-kontext`: diffusers `FluxKontextPipeline.from_pretrained(path)` from a local folder (GPU).
-* `step1x-edit`: diffusers `DiffusionPipeline.from_pretrained(path, trust_remote_code=True)` from a local
-  folder whose model_index.json names the Step1X-Edit pipeline class shipped in that folder (diffusers
-  0.42 has no built-in Step1X-Edit class).
+* `step1x-edit`: the pipeline class named in the local folder's model_index.json, from diffusers when it
+  has it, else from the folder's own `pipeline.py` (diffusers 0.42 has no built-in Step1X-Edit class;
+  running that file needs `trust_pipeline_code: true`), loaded with `from_pretrained(path)` and called
+  like FLUX.1-Kontext (image, prompt, steps, guidance, generator, height, width).
 * `http`: an OpenAI-compatible image-edit endpoint, POST {base_url}/images/edits (multipart: image, prompt,
   model; answer {"data": [{"b64_json": ...}]}); base URL and key from config or the environment
   (HFL_EDIT_API_BASE, HFL_EDIT_API_KEY). Never called by the tests.
@@ -49,6 +50,7 @@ class GeneratorBackendConfig:
     api_key: str = ""  # http: bearer key (empty: $HFL_EDIT_API_KEY)
     model: str = ""  # http: model name sent with the request
     timeout_s: float = 120.0  # http: request timeout
+    trust_pipeline_code: bool = False  # step1x-edit: allow running the weights folder's own pipeline.py
     ring_scale: float = 1.6  # geometric: context ring around the face, times the landmark extent
     ring_follow: float = 0.5  # geometric: share of the head's motion the context ring follows
 
@@ -80,6 +82,16 @@ def check_generator(cfg: GeneratorBackendConfig) -> list[str]:
             errors.append(f"backends.generator.path: {cfg.path}/model_index.json not found")
         if cfg.dtype not in ("bfloat16", "float16", "float32"):
             errors.append("backends.generator.dtype: one of bfloat16, float16, float32")
+        if (
+            cfg.name == "step1x-edit"
+            and cfg.path
+            and (Path(cfg.path) / "pipeline.py").is_file()
+            and not cfg.trust_pipeline_code
+        ):
+            errors.append(
+                "backends.generator.trust_pipeline_code: must be true to run the Step1X-Edit "
+                "folder's pipeline.py"
+            )
         if cfg.steps < 1 or cfg.max_side < 64:
             errors.append("backends.generator.steps: >= 1; max_side: >= 64")
     if cfg.name == "http":
@@ -104,6 +116,27 @@ class GeometricGenerator:
         self, image: np.ndarray, landmarks: np.ndarray, spec: Any, instruction: str, seed: int
     ) -> np.ndarray:
         return self.editor.edit(image, landmarks, spec).image
+
+
+def step1x_pipeline_class(path: str) -> Any:
+    """The pipeline class named by <path>/model_index.json `_class_name`: from diffusers when it has it,
+    else from the folder's own pipeline.py (its code is executed: the config must say it trusts it)."""
+    import importlib.util as iu
+
+    import diffusers
+
+    name = json.loads((Path(path) / "model_index.json").read_text())["_class_name"]
+    name = name[-1] if isinstance(name, list) else name
+    if hasattr(diffusers, name):
+        return getattr(diffusers, name)
+    spec = iu.spec_from_file_location(f"hfl_step1x_{abs(hash(path))}", Path(path) / "pipeline.py")
+    if spec is None or spec.loader is None:
+        raise BackendUnavailable(f"step1x-edit: {path}/pipeline.py not found for class {name}")
+    module = iu.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, name):
+        raise BackendUnavailable(f"step1x-edit: {path}/pipeline.py has no class {name}")
+    return getattr(module, name)
 
 
 def _fit_size(w: int, h: int, max_side: int) -> tuple[int, int]:
@@ -143,11 +176,8 @@ class DiffusionGenerator(DropsModelWhenPickled):
                 self.cfg.path, torch_dtype=dtype, local_files_only=True
             )
         else:
-            from diffusers import DiffusionPipeline
-
-            pipe = DiffusionPipeline.from_pretrained(
-                self.cfg.path, torch_dtype=dtype, local_files_only=True, trust_remote_code=True
-            )
+            cls = step1x_pipeline_class(self.cfg.path)
+            pipe = cls.from_pretrained(self.cfg.path, torch_dtype=dtype, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
         return pipe.to(self.cfg.device)
 
@@ -171,9 +201,12 @@ class DiffusionGenerator(DropsModelWhenPickled):
             height=th,
             width=tw,
         )
-        if self.cfg.name == "flux-kontext":
-            kwargs["max_area"] = tw * th
-            kwargs["_auto_resize"] = False
+        import inspect
+
+        accepted = inspect.signature(pipe.__call__).parameters
+        for k, v in (("max_area", tw * th), ("_auto_resize", False)):  # FLUX.1-Kontext: keep our size
+            if k in accepted:
+                kwargs[k] = v
         out = pipe(**kwargs).images[0]
         return np.asarray(out.convert("RGB").resize((w, h), Image.BICUBIC))
 
