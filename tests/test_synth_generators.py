@@ -146,7 +146,8 @@ def _write_tiny_flux_kontext(folder: Path) -> Path:
     clip = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=105, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, projection_dim=32, max_position_embeddings=77, bos_token_id=103, eos_token_id=104, pad_token_id=104,
+            num_attention_heads=4, projection_dim=32, max_position_embeddings=77, bos_token_id=103,
+            eos_token_id=104, pad_token_id=104,
         )
     )  # fmt: skip
     t5 = T5EncoderModel(
