@@ -115,7 +115,10 @@ def edit(
         str | None,
         typer.Option(help="Target landmarks JSON file (68 points, 512 canvas); skips the predictor"),
     ] = None,
-    batch: Annotated[Path | None, typer.Option(help="JSONL of requests or a pair-shard folder")] = None,
+    batch: Annotated[
+        Path | None, typer.Option(help="JSONL of requests, a build's manifest.parquet or a pair-shard folder")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="--batch manifest.parquet: only this split")] = None,
     use_target_landmarks: Annotated[
         bool, typer.Option(help="--batch on shards: use the pairs' target landmarks")
     ] = False,
@@ -154,7 +157,7 @@ def edit(
     try:
         records = run_edit(
             margs, output, image, instruction, landmarks, batch, use_target_landmarks, predictor,
-            predictor_vlm, vlm_engine, steps, text_scale, landmark_scale, uncond, seed, limit,
+            predictor_vlm, vlm_engine, steps, text_scale, landmark_scale, uncond, seed, limit, split,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)

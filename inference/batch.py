@@ -5,8 +5,9 @@ Edit requests come from a JSONL file, one object per line::
     {"image": "faces/a.jpg", "instruction": "Turn her head 30° left.",
      "landmarks": "a_target.json" | [[x, y] x 68], "seed": 0, "id": "a"}
 
-(``landmarks`` and ``seed``, ``id`` optional; relative paths are relative to the JSONL's folder), or from a
-folder of HFL pair shards (``DIR/shards/test``): the source image, the instruction and, with
+(``landmarks`` and ``seed``, ``id`` optional; relative paths are relative to the JSONL's folder), from a
+build's ``manifest.parquet`` (optionally one split), or from a folder of HFL pair shards
+(``DIR/shards/test``): the source image, the instruction and, with
 ``use_target_landmarks``, the pair's target landmarks mapped to the 512 canvas (the ground-truth target).
 """
 
@@ -96,9 +97,30 @@ def iter_shards(folder: str | Path, use_target_landmarks: bool = False) -> Itera
             yield EditRequest(key, src, txt, tgt if use_target_landmarks else None, 0, extra)
 
 
-def iter_requests(source: str | Path, use_target_landmarks: bool = False) -> Iterator[EditRequest]:
-    """JSONL file or pair-shard folder (see the module docstring)."""
+def iter_manifest(
+    path: str | Path, use_target_landmarks: bool = False, split: str | None = None
+) -> Iterator[EditRequest]:
+    """The pair samples a build's ``manifest.parquet`` lists (optionally one split), read from
+    ``<build>/shards/<split>/<shard>``."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(str(path), columns=["key", "split", "shard"]).to_pylist()
+    if split:
+        rows = [r for r in rows if r["split"] == split]
+    keys = {r["key"] for r in rows}
+    for sp in sorted({r["split"] for r in rows}):
+        for req in iter_shards(Path(path).parent / "shards" / sp, use_target_landmarks):
+            if req.id in keys:
+                yield req
+
+
+def iter_requests(
+    source: str | Path, use_target_landmarks: bool = False, split: str | None = None
+) -> Iterator[EditRequest]:
+    """JSONL file, a build's manifest.parquet, or a pair-shard folder (see the module docstring)."""
     p = Path(source)
     if p.is_dir():
         return iter_shards(p, use_target_landmarks)
+    if p.suffix == ".parquet":
+        return iter_manifest(p, use_target_landmarks, split)
     return iter_jsonl(p)

@@ -86,6 +86,7 @@ def run_edit(
     uncond: str = "learned",
     seed: int = 0,
     limit: int | None = None,
+    split: str | None = None,
 ) -> list[dict[str, Any]]:
     """One edit (``image`` + ``instruction`` -> ``output`` file) or a batch (``batch`` -> ``output`` dir)."""
     from hfl.lato.sampling import GuidanceConfig
@@ -109,7 +110,7 @@ def run_edit(
         ]
         out_dir, single = Path(output).parent, Path(output)
     else:
-        reqs, out_dir, single = iter_requests(batch, use_target_landmarks), Path(output), None
+        reqs, out_dir, single = iter_requests(batch, use_target_landmarks, split), Path(output), None
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for i, req in enumerate(reqs):

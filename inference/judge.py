@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from hfl.backends.vlm import IMAGE, VlmBackendConfig, VlmRequest, load_prompt, load_vlm
+from hfl.backends.vlm import IMAGE, VlmBackendConfig, VlmRequest, load_prompt
+from inference.vlm_backend import load_backend
 
 CRITERIA = ("sc", "vq", "na")
 _ALIASES = {
@@ -74,7 +75,7 @@ class VlmJudge:
             if cfg is None:
                 raise ValueError("VlmJudge needs a VlmBackendConfig with a local model path")
             cfg.max_new_tokens = max(cfg.max_new_tokens, 512)
-            backend = load_vlm(cfg)
+            backend = load_backend(cfg)
         self.backend = backend
         self.judge_prompt = load_prompt("judge")
         self.amplitude_prompt = load_prompt("judge_amplitude")

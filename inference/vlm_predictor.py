@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from hfl.backends.vlm import IMAGE, VlmBackendConfig, VlmRequest, load_vlm
+from hfl.backends.vlm import IMAGE, VlmBackendConfig, VlmRequest
 from inference.cot import build_prompt
 from inference.edit_spec import EditSpec, parse_instruction
 from inference.geometric import GeometricPredictor
 from inference.landmark_json import parse_landmarks
 from inference.sanity import SanityConfig, check, smooth
+from inference.vlm_backend import load_backend
 
 
 @dataclass
@@ -55,7 +56,7 @@ class VlmPredictor:
             if cfg is None:
                 raise ValueError("VlmPredictor needs a VlmBackendConfig with a local model path")
             cfg.max_new_tokens = max(cfg.max_new_tokens, 2048)
-            backend = load_vlm(cfg)
+            backend = load_backend(cfg)
         self.backend = backend
         self.fallback = fallback or GeometricPredictor()
         self.sanity = sanity or SanityConfig()

@@ -173,3 +173,26 @@ def test_edit_pipeline_is_seeded(tiny_run, two_men: tuple) -> None:
         a.canvas_image, c.canvas_image
     )
     assert a.panel(to_canvas(two_men[0])).shape == (512, 1536, 3)
+
+
+def test_batch_requests_from_jsonl_and_shards(
+    astronaut: np.ndarray, carphone_frames: list, tmp_path: Path
+) -> None:
+    from inference.batch import iter_requests
+    from training.sample_pairs import write_pairs
+
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    lm = np.stack([np.linspace(100, 400, 68), np.linspace(120, 380, 68)], 1)
+    rows = [
+        {"image": "a.png", "instruction": "Turn her head 30° left.", "id": "x", "seed": 4},
+        {"image": "a.png", "instruction": "Smile.", "landmarks": {"landmarks": lm.tolist()}},
+    ]
+    (tmp_path / "req.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reqs = list(iter_requests(tmp_path / "req.jsonl"))
+    assert [r.id for r in reqs] == ["x", "00001"] and reqs[0].seed == 4 and reqs[0].landmarks is None
+    assert np.allclose(reqs[1].landmarks, lm) and reqs[1].image.shape == astronaut.shape
+    pairs = tmp_path / "pairs"
+    write_pairs(pairs, carphone_frames, [(0, 4)])
+    (req,) = list(iter_requests(pairs, use_target_landmarks=True))
+    assert req.landmarks.shape == (68, 2) and np.allclose(req.landmarks, req.extra["gt_target_landmarks"])
+    assert req.landmarks.max() <= 600 and "target" in req.extra

@@ -150,3 +150,18 @@ def test_captioner_sft_on_an_annotation_export(
     s = train_captioner(cfg)
     assert len(s["losses"]) == 3 and s["eval"]["n"] == 1
     assert 0.0 <= s["eval"]["score"] <= 1.0  # a random tiny model: the score is computed, not good
+
+
+def test_vlm_backend_dispatch_and_generic_engine(qwen: Path, tmp_path: Path) -> None:
+    """Qwen2.5-VL folders go to hfl's QwenVL; other model types (Qwen3-VL) to the generic engine, which is
+    exercised here on the tiny Qwen2.5-VL folder (AutoModelForImageTextToText loads it too)."""
+    from hfl.backends.base import BackendUnavailable
+    from hfl.backends.vlm import IMAGE, QwenVL, VlmBackendConfig, VlmRequest
+    from inference.vlm_backend import GenericTransformersEngine, load_backend
+
+    assert isinstance(load_backend(VlmBackendConfig(path=str(qwen))), QwenVL)
+    eng = GenericTransformersEngine(VlmBackendConfig(path=str(qwen), max_new_tokens=5, max_pixels=112 * 112))
+    out = eng.generate([VlmRequest([IMAGE, "Describe the face."], [np.zeros((112, 112, 3), np.uint8)])])
+    assert len(out) == 1 and isinstance(out[0], str)
+    with pytest.raises(BackendUnavailable, match="config.json"):
+        load_backend(VlmBackendConfig(path=str(tmp_path)))
