@@ -196,3 +196,20 @@ def test_batch_requests_from_jsonl_and_shards(
     (req,) = list(iter_requests(pairs, use_target_landmarks=True))
     assert req.landmarks.shape == (68, 2) and np.allclose(req.landmarks, req.extra["gt_target_landmarks"])
     assert req.landmarks.max() <= 600 and "target" in req.extra
+
+
+def test_bf16_and_offload_options_run(tiny_run, astronaut: np.ndarray) -> None:
+    """The bf16 path (DiT in bfloat16, VAE/tokenizer float32) and the offload switch run on the CPU too."""
+    from inference.model import load_run, resolve_dtype
+    from inference.pipeline import LaToEditor
+
+    run, cfg, _ = tiny_run
+    bundle = load_run(run, cfg, dtype="bfloat16", offload=True)
+    assert (
+        bundle.dit.img_in.weight.dtype == torch.bfloat16
+        and next(bundle.vae.parameters()).dtype == torch.float32
+    )
+    res = LaToEditor(bundle).edit(astronaut, "Turn her head 30° left.", guidance=GuidanceConfig(steps=2))
+    assert res.image.shape == astronaut.shape and res.image.std() > 0
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
