@@ -14,10 +14,25 @@ class BackendUnavailable(RuntimeError):
 
 
 class DropsModelWhenPickled:
-    """Mixin for lazily loaded backends: pickling (e.g. into Ray workers) drops the loaded model and the
-    load lock; the copy loads its model again on first use."""
+    """Mixin for lazily loaded backends: `_get()` loads the model once (`_load()`, under `self._lock`);
+    pickling (e.g. into Ray workers) drops the loaded model and the lock, and the copy loads again on
+    first use. Subclasses set `self._lock = threading.Lock()` and `self._model = None` in __init__."""
 
     _model_attr: ClassVar[str] = "_model"
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _get(self) -> Any:
+        if getattr(self, self._model_attr) is None:
+            with self._lock:
+                if getattr(self, self._model_attr) is None:
+                    setattr(self, self._model_attr, self._load())
+        return getattr(self, self._model_attr)
+
+    def load(self) -> None:
+        """Load the model now (workers call this in setup so the first unit does not pay for it)."""
+        self._get()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

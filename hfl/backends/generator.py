@@ -156,15 +156,6 @@ class DiffusionGenerator(DropsModelWhenPickled):
         self._model: Any = None
         self._lock = threading.Lock()
 
-    def _get(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                self._model = self._load()
-            return self._model
-
-    def load(self) -> None:
-        self._get()
-
     def _load(self) -> Any:
         import torch
 
