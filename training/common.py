@@ -154,3 +154,15 @@ class MetricLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         print(" ".join(f"{k}={v}" for k, v in rec.items()), flush=True)
+
+
+def checkpoint_and_should_stop(
+    args: Any, step: int, started: float, ckpts: Any, accelerator: Any, data_state: dict[str, int]
+) -> bool:
+    """After an optimiser step: save a checkpoint when due (every `save_every`, at `max_steps`, or when
+    `max_minutes` ran out) and say whether training should stop."""
+    deadline = args.max_minutes * 60
+    out_of_time = bool(deadline) and time.time() - started > deadline
+    if (args.save_every and step % args.save_every == 0) or step == args.max_steps or out_of_time:
+        ckpts.save(accelerator, step, data_state)
+    return step >= args.max_steps or out_of_time

@@ -23,7 +23,7 @@ from hfl.lato import canvas
 from hfl.lato.dit import LaToConfig, LaToDiT
 from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
 from hfl.lato.vae import FluxVAE, VAEConfig, pack
-from training.common import Checkpoints, MetricLog, TrainArgs, warmup_lambda
+from training.common import Checkpoints, MetricLog, TrainArgs, checkpoint_and_should_stop, warmup_lambda
 from training.data import ShardStream, epoch_stream, list_shards, make_loader
 from training.lato_data import collate_pairs, pair_decoder
 
@@ -286,7 +286,7 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
     gen = torch.Generator(device=device).manual_seed(args.seed * 1000 + accelerator.process_index + step)
     shift = float(cfg.get("timestep_shift", 1.0))
     losses: list[float] = []
-    t_start, deadline, stop = time.time(), args.max_minutes * 60, False
+    t_start, stop = time.time(), False
     while step < args.max_steps and not stop:
         stream = epoch_stream(shards, decode, args, epoch, skip, accelerator)
         batches_in_epoch = skip
@@ -325,10 +325,8 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
                     uncond_frac=float(uncond.float().mean()) if uncond is not None else 0.0,
                     s_per_step=(time.time() - t_start) / max(1, len(losses)),
                 )
-            out_of_time = deadline and time.time() - t_start > deadline
-            if (args.save_every and step % args.save_every == 0) or step == args.max_steps or out_of_time:
-                ckpts.save(accelerator, step, {"epoch": epoch, "batches_in_epoch": batches_in_epoch})
-            if step >= args.max_steps or out_of_time:
+            data_state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch}
+            if checkpoint_and_should_stop(args, step, t_start, ckpts, accelerator, data_state):
                 stop = True
                 break
         else:

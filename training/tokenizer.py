@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
-from training.common import Checkpoints, MetricLog, TrainArgs, warmup_lambda
+from training.common import Checkpoints, MetricLog, TrainArgs, checkpoint_and_should_stop, warmup_lambda
 from training.data import (
     ShardStream,
     collate_landmarks,
@@ -101,7 +101,7 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
         tuple(data.get("crop_scale", (1.6, 2.2))), data.get("jitter", 0.05), data.get("flip_prob", 0.0)
     )
     unwrapped: LandmarkTokenizer = accelerator.unwrap_model(model)
-    t_start, samples_seen, deadline = time.time(), 0, args.max_minutes * 60
+    t_start, samples_seen = time.time(), 0
     stop = False
     while step < args.max_steps and not stop:
         stream = epoch_stream(train_shards, decode, args, epoch, skip, accelerator)
@@ -136,10 +136,8 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
                 )
             if args.eval_every and step % args.eval_every == 0 and accelerator.is_main_process:
                 log(step, event="eval", **evaluate(unwrapped, eval_shards))
-            out_of_time = deadline and time.time() - t_start > deadline
-            if (args.save_every and step % args.save_every == 0) or step == args.max_steps or out_of_time:
-                ckpts.save(accelerator, step, {"epoch": epoch, "batches_in_epoch": batches_in_epoch})
-            if step >= args.max_steps or out_of_time:
+            data_state = {"epoch": epoch, "batches_in_epoch": batches_in_epoch}
+            if checkpoint_and_should_stop(args, step, t_start, ckpts, accelerator, data_state):
                 stop = True
                 break
         else:
