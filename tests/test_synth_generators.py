@@ -175,7 +175,6 @@ def _write_tiny_flux_kontext(folder: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_flux(tmp_path_factory) -> Path:
-    pytest.importorskip("diffusers")
     return _write_tiny_flux_kontext(tmp_path_factory.mktemp("flux"))
 
 

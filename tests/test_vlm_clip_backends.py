@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch  # a dev dependency: missing is an error, not a skip
 
 from hfl.backends.base import BackendUnavailable
 from hfl.backends.clip import ClipBackendConfig, ClipImageEmbedder, check_clip_weights, cosine, load_clip
@@ -33,9 +34,6 @@ from hfl.backends.vlm import (
     render_qwen_prompt,
 )
 from hfl.labels import EXPRESSIONS, INTENSITIES
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")
