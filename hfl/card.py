@@ -153,7 +153,12 @@ def write_card(out_dir: Path, cfg: PipelineConfig) -> Path:
             ["expression validator (validate)", cfg.validate.expression_validator],
         ]
     thresholds = [
-        ["quality", "one face, centroid in central box", f"{cfg.quality.center_fraction:g} of W and H"],
+        [
+            "quality",
+            "one face, centroid in central box",
+            f"{cfg.quality.center_fraction:g} of the "
+            + ("area" if cfg.quality.center_rule == "area" else "W and H"),
+        ],
         ["quality", "landmark hull area", f">= {cfg.quality.min_face_area:g}"],
         ["quality", "LoG sharpness", f">= {cfg.quality.min_log_blur:g}"],
         ["quality", f"{be.quality.scorer} quality", f">= {cfg.quality.min_quality:g}"],
@@ -197,6 +202,9 @@ def write_card(out_dir: Path, cfg: PipelineConfig) -> Path:
         f"- `{r['key']}` ({r['subset']}, {r['split']}): {r['instruction']}" for r in examples
     )
     example_lines = example_lines or "- (none)"
+    from hfl.yields import HEADERS, video_yield, yield_table_rows
+
+    per_video = _table(HEADERS, yield_table_rows(video_yield(out_dir, d)))
     text = f"""# {cfg.name}: HFL-style face-editing pairs
 
 Built by hfl {__version__} on {datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}; config hash
@@ -214,6 +222,14 @@ instruction it was edited with, kept only when the validator confirmed the edit.
 No video and no identity group is in both splits (`split.group_by: {cfg.split.group_by}`). Test size:
 min({cfg.split.test_pairs}, round({cfg.split.test_fraction:g} x pairs)), stratified by instructed
 expression x head-turn bucket.
+
+## Per-video yield
+
+Real pairs per input video (`stopped_by`: the filter that removed the largest share of the video's
+frames or pairs, with the median of its measure on the rejected rows; budgets such as `not_selected`
+are not filters). The same table is in `report/index.html`.
+
+{per_video}
 
 ## Instructed expressions
 

@@ -66,13 +66,16 @@ class MineConfig:
 @dataclass
 class QualityConfig:
     num_faces: int = 1  # exactly this many faces (paper: a single face)
-    center_fraction: float = 0.2  # centroid must lie in the central box spanning this fraction of W and H
+    center_fraction: float = 0.2  # centroid must lie in the central box of this fraction (paper: 20 %)
+    center_rule: str = "area"  # area (box with the frame's aspect covering that share of the area) | axis
     min_face_area: float = 0.07  # landmark convex hull / image area (paper: 7 %)
     min_log_blur: float = 50.0  # LoG variance of the face crop at log_size (paper: 50)
     log_size: int = 64  # canonical face-crop side (px) on which LoG is measured
     log_sigma: float = 1.0  # Gaussian sigma (px, at log_size) of the LoG operator
     min_quality: float = 0.5  # quality score in [0,1] (paper: DOVER 0.5)
     quality_clip_frames: int = 1  # frames (this one and its predecessors in the track) scored together
+    score_region: str = "auto"  # face (square crop 1.3x the landmark box) | frame | auto (brisque: face,
+    # dover: frame, as the paper scores whole videos)
 
 
 @dataclass
@@ -322,10 +325,14 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
         q = cfg.quality
         if not 0 < q.center_fraction <= 1:
             errors.append("quality.center_fraction: must be in (0, 1]")
+        if q.center_rule not in ("area", "axis"):
+            errors.append("quality.center_rule: one of area, axis")
         if not 0 <= q.min_face_area <= 1:
             errors.append("quality.min_face_area: must be in [0, 1]")
         if q.log_size < 16:
             errors.append("quality.log_size: must be >= 16")
+        if q.score_region not in ("auto", "face", "frame"):
+            errors.append("quality.score_region: one of auto, face, frame")
         if q.quality_clip_frames < 1:
             errors.append("quality.quality_clip_frames: must be >= 1")
         errors += check_quality_weights(cfg.backends.quality)

@@ -37,10 +37,40 @@ def landmark_centroid(landmarks: np.ndarray, width: int, height: int) -> tuple[f
     return float(c[0] / width), float(c[1] / height)
 
 
-def in_central_box(cx: float, cy: float, fraction: float) -> bool:
-    """True when (cx, cy) (fractions of W, H) lies in the centred box spanning `fraction` of W and of H,
-    i.e. |cx - 0.5| <= fraction / 2 and |cy - 0.5| <= fraction / 2 (fraction 0.2: x, y in [0.4, 0.6])."""
-    half = fraction / 2
+def face_crop(rgb: np.ndarray, landmarks: np.ndarray, scale: float = 1.3) -> np.ndarray:
+    """Square crop `scale` x the landmarks' bounding-box side, centred on it, clipped to the frame."""
+    pts = landmarks.reshape(-1, 2)
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    side = scale * max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    h, w = rgb.shape[:2]
+    a0, b0 = int(max(0, round(cx - side / 2))), int(max(0, round(cy - side / 2)))
+    a1, b1 = int(min(w, round(cx + side / 2))), int(min(h, round(cy + side / 2)))
+    return np.ascontiguousarray(rgb[b0:b1, a0:a1])
+
+
+CENTER_RULES = ("area", "axis")
+
+
+def central_half_width(fraction: float, rule: str = "area") -> float:
+    """Half-side (as a fraction of W and of H) of the centred box that "the central `fraction` of the image"
+    names, by the reading `rule`:
+
+    * ``area`` (default): the centred box with the frame's aspect that covers `fraction` of the image
+      *area*: half-side sqrt(fraction) / 2 (0.2 -> 0.2236, i.e. x, y in [0.276, 0.724]);
+    * ``axis``: the box spanning `fraction` of W and of H: half-side fraction / 2 (0.2 -> x, y in
+      [0.4, 0.6], which covers only 4 % of the area).
+    """
+    if rule == "area":
+        return float(np.sqrt(fraction)) / 2
+    if rule == "axis":
+        return fraction / 2
+    raise ValueError(f"unknown centring rule {rule!r} (one of {', '.join(CENTER_RULES)})")
+
+
+def in_central_box(cx: float, cy: float, fraction: float, rule: str = "area") -> bool:
+    """True when (cx, cy) (fractions of W, H) lies in the central box of `fraction` (central_half_width)."""
+    half = central_half_width(fraction, rule)
     return abs(cx - 0.5) <= half + 1e-9 and abs(cy - 0.5) <= half + 1e-9
 
 

@@ -789,6 +789,9 @@ def write_report(
         parts.append("<img class='chart' src='funnel.png' alt='funnel chart'>")
     else:
         parts.append("<p>No stages found.</p>")
+    if (out_dir / "stages" / "mine").is_dir():
+        parts.append("<h2 id='videos'>Per-video yield</h2>")
+        parts.append(_yield_html(out_dir, config))
     if (out_dir / "shards").is_dir() or (out_dir / "manifest.parquet").exists():
         parts.append("<h2 id='shards'>Shards</h2>")
         parts.append(_shards_html(out_dir))
@@ -797,6 +800,29 @@ def write_report(
     index = report / "index.html"
     index.write_text("\n".join(parts))
     return index
+
+
+def _yield_html(out_dir: Path, config: dict[str, Any]) -> str:
+    """Per-video table (hfl.yields): which footage gave pairs, and what stopped the rest."""
+    from hfl.yields import HEADERS, video_yield, yield_table_rows
+
+    e = html.escape
+    rows = yield_table_rows(video_yield(out_dir, config))
+    head = "".join(f"<th class='l'>{e(h)}</th>" if h in ("video", "stopped_by") else f"<th>{e(h)}</th>"
+                   for h in HEADERS)  # fmt: skip
+    out = [f"<table><tr>{head}</tr>"]
+    for r in rows:
+        cells = "".join(
+            f"<td class='l'>{e(str(v))}</td>" if h in ("video", "stopped_by") else f"<td>{e(str(v))}</td>"
+            for h, v in zip(HEADERS, r, strict=True)
+        )
+        out.append(f"<tr>{cells}</tr>")
+    out.append("</table>")
+    out.append(
+        "<p class='meta'>stopped_by: the stage and reason that removed the largest share of the video's "
+        "rows (budgets such as not_selected excluded), with the median of its measure on those rows.</p>"
+    )
+    return "\n".join(out)
 
 
 def _funnel_table(funnel: list[dict[str, Any]], reasons: list[str]) -> str:

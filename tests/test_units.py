@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hfl.backends.face import FaceBackendConfig, load_detector, load_landmarker
-from hfl.imageops import hull_area_fraction, in_central_box, log_blur
+from hfl.imageops import central_half_width, hull_area_fraction, in_central_box, landmark_centroid, log_blur
 from hfl.inputs import list_inputs, video_id_for
 from hfl.tracking import Tracker
 from hfl.video import DecodeError, open_frames, sample_indices
@@ -30,10 +30,40 @@ def test_tracker_links_overlapping_boxes_and_splits_far_ones() -> None:
 
 
 def test_central_box_definition() -> None:
-    assert in_central_box(0.5, 0.5, 0.2)
-    assert in_central_box(0.6, 0.4, 0.2)
-    assert not in_central_box(0.61, 0.5, 0.2)
-    assert not in_central_box(0.5, 0.39, 0.2)
+    # axis reading: the box spans 20 % of W and of H
+    assert in_central_box(0.5, 0.5, 0.2, "axis")
+    assert in_central_box(0.6, 0.4, 0.2, "axis")
+    assert not in_central_box(0.61, 0.5, 0.2, "axis")
+    assert not in_central_box(0.5, 0.39, 0.2, "axis")
+    # area reading (default): the frame-shaped box covering 20 % of the area, half-side sqrt(0.2)/2
+    assert (2 * central_half_width(0.2, "area")) ** 2 == pytest.approx(0.2)
+    assert (2 * central_half_width(0.2, "axis")) ** 2 == pytest.approx(0.04)
+    assert in_central_box(0.61, 0.5, 0.2) and in_central_box(0.72, 0.28, 0.2)
+    assert not in_central_box(0.73, 0.5, 0.2) and not in_central_box(0.5, 0.27, 0.2)
+    with pytest.raises(ValueError, match="centring rule"):
+        in_central_box(0.5, 0.5, 0.2, "radius")
+
+
+@pytest.mark.parametrize(
+    ("box", "axis_ok", "area_ok"),
+    [
+        ((300, 160, 340, 200), True, True),  # dead centre of a 640x360 frame
+        ((380, 150, 440, 210), False, True),  # face centred at x = 0.64: passes only by area
+        ((440, 150, 500, 210), False, False),  # x = 0.73: outside both
+        ((300, 60, 340, 100), False, False),  # y = 0.22: outside both
+        ((280, 100, 360, 180), False, True),  # y = 0.389: just outside the axis box, inside the area box
+    ],
+)
+def test_centring_rule_on_hand_made_boxes(
+    box: tuple[int, int, int, int], axis_ok: bool, area_ok: bool
+) -> None:
+    """Landmarks spread inside a hand-made face box; the quality stage's centroid, both readings."""
+    x0, y0, x1, y1 = box
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 17), np.linspace(y0, y1, 4))
+    lms = np.stack([gx.ravel()[:68], gy.ravel()[:68]], 1).astype(np.float32)
+    cx, cy = landmark_centroid(lms, 640, 360)
+    assert in_central_box(cx, cy, 0.2, "axis") is axis_ok
+    assert in_central_box(cx, cy, 0.2, "area") is area_ok
 
 
 def test_log_blur_separates_sharp_from_blurred_and_is_resolution_free(astronaut: np.ndarray) -> None:

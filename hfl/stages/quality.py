@@ -12,7 +12,15 @@ import pyarrow.parquet as pq
 
 from hfl.backends.quality import load_quality_scorer
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
-from hfl.imageops import decode_jpeg, hull_area_fraction, in_central_box, landmark_centroid, log_blur
+from hfl.imageops import (
+    central_half_width,
+    decode_jpeg,
+    face_crop,
+    hull_area_fraction,
+    in_central_box,
+    landmark_centroid,
+    log_blur,
+)
 from hfl.schema import QUALITY_SCHEMA
 from hfl.stages.rows import judged_safely, reject
 
@@ -36,10 +44,19 @@ class QualityStage(Stage):
         return {
             "num_faces": q.num_faces,
             "center_fraction": q.center_fraction,
+            "center_rule": q.center_rule,
             "face_area": q.min_face_area,
             "log_blur": q.min_log_blur,
             "quality": q.min_quality,
+            "score_region": self.score_region(),
         }
+
+    def score_region(self) -> str:
+        """What the quality scorer sees: the face crop or the whole frame (see QualityConfig.score_region)."""
+        q = self.cfg.quality
+        if q.score_region != "auto":
+            return q.score_region
+        return "frame" if self.cfg.backends.quality.scorer == "dover" else "face"
 
     def setup(self) -> None:
         self.scorer = load_quality_scorer(self.cfg.backends.quality)
@@ -70,16 +87,20 @@ class QualityStage(Stage):
                 "no_face" if row["num_faces"] == 0 else "multiple_faces",
                 f"num_faces={row['num_faces']} (need {q.num_faces})",
             )
-        if not in_central_box(cx, cy, q.center_fraction):
+        if not in_central_box(cx, cy, q.center_fraction, q.center_rule):
+            half = central_half_width(q.center_fraction, q.center_rule)
             return reject(
-                row, "off_center", f"centroid=({cx:.3f},{cy:.3f}) outside central {q.center_fraction:g}"
+                row,
+                "off_center",
+                f"centroid=({cx:.3f},{cy:.3f}) outside central {q.center_fraction:g} by {q.center_rule} "
+                f"(|c-0.5| <= {half:.3f})",
             )
         if area < q.min_face_area:
             return reject(row, "face_too_small", f"face_area={area:.4f} < {q.min_face_area:g}")
         if sharp < q.min_log_blur:
             return reject(row, "blurry", f"log_blur={sharp:.1f} < {q.min_log_blur:g}")
         clip = history.setdefault(row["track_id"] or "", deque(maxlen=q.quality_clip_frames))
-        clip.append(rgb)
+        clip.append(face_crop(rgb, lms) if self.score_region() == "face" else rgb)
         score = float(self.scorer.score(list(clip)))
         row.update(quality=score, quality_backend=self.scorer.name)
         if score < q.min_quality:
