@@ -87,6 +87,9 @@ class PairConfig:
     max_pairs_per_video: int = 16  # kept pairs per video
     max_uses_per_frame: int = 2  # a frame appears in at most this many kept pairs of its video
     max_semantic_checks: int = 64  # semantic-backend calls per video (bounds VLM cost)
+    link_tracks: bool = True  # join face tracks of one video that show the same person (identity embedding)
+    link_distance: float = 0.5  # mean face-embedding distance under which two tracks are one person
+    link_frames: int = 3  # frames per track (spread over it) whose embeddings are averaged for linking
 
 
 @dataclass
@@ -133,6 +136,7 @@ class SplitConfig:
     test_fraction: float = 0.0067  # test share when that gives fewer pairs than test_pairs (1007/151007)
     group_by: str = "identity"  # identity (videos linked by face embedding) | video
     link_distance: float = 0.5  # videos whose mean face embeddings are closer than this are one person
+    min_test_groups: int = 1  # with >= 2 groups, at least this many (0 or 1) in test, even in small builds
     inputs: list[str] = field(default_factory=list)  # stages whose kept rows are split; empty: caption
     # and validate, those of them in `stages`
 
@@ -344,10 +348,15 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
             errors.append("pair.min_change_score/max_change_score: need 0 <= min < max")
         if not 0 <= p.min_semantic_diversity <= 1:
             errors.append("pair.min_semantic_diversity: must be in [0, 1]")
-        for k in ("max_frames_per_track", "max_pairs_per_video", "max_uses_per_frame", "max_semantic_checks"):
+        if p.link_distance <= 0:
+            errors.append("pair.link_distance: must be > 0")
+        counts = ("max_frames_per_track", "max_pairs_per_video", "max_uses_per_frame", "max_semantic_checks")
+        for k in (*counts, "link_frames"):
             if getattr(p, k) < 1:
                 errors.append(f"pair.{k}: must be >= 1")
         errors += check_expression_backends(cfg.backends.expression, {"semantic"})
+        if p.link_tracks and "mine" not in stages:
+            errors += check_face_weights(cfg.backends.face)
     if "identity" in stages:
         if cfg.identity.decider not in ("face", "clip", "both"):
             errors.append("identity.decider: one of face, clip, both")
@@ -418,6 +427,8 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
                 errors.append(f"split.inputs: '{name}' is not one of this pipeline's stages")
         if sp.group_by not in ("identity", "video"):
             errors.append("split.group_by: one of identity, video")
+        if sp.min_test_groups not in (0, 1):
+            errors.append("split.min_test_groups: 0 or 1")
         if not 0 <= sp.test_fraction < 1 or sp.test_pairs < 0:
             errors.append("split.test_fraction: must be in [0, 1); split.test_pairs: >= 0")
     if "shard" in stages and cfg.shard.source and cfg.shard.source not in cfg.stages:

@@ -48,7 +48,8 @@ PAIR_SCHEMA = pa.schema(
         ("key", pa.string()),  # <video_id>_p<src_frame:06d>-<tgt_frame:06d>
         ("video", pa.string()),  # input path of the video
         ("video_id", pa.string()),  # stable id of the video
-        ("track_id", pa.string()),  # the face track both frames belong to
+        ("track_id", pa.string()),  # the face track both frames belong to (after identity linking)
+        ("linked_tracks", pa.int16()),  # mined face tracks joined into that track by identity embedding
         ("src_key", pa.string()),  # frame key of the source (earlier) frame
         ("tgt_key", pa.string()),  # frame key of the target (later) frame
         ("src_frame", pa.int64()),  # frame indices in the video

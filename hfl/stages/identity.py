@@ -27,6 +27,14 @@ def face_box(box: list[float]) -> FaceBox:
     return FaceBox(float(box[0]), float(box[1]), float(box[2]), float(box[3]), 1.0)
 
 
+def face_vector(embedder: Any, image: np.ndarray, box: list[float], landmarks: list[float]) -> np.ndarray:
+    """dlib: the raw descriptor (its 0.6 threshold is defined on it); others: the normalised embedding."""
+    fb, pts = face_box(box), as_points(landmarks).astype(np.float32)
+    if hasattr(embedder, "descriptor"):
+        return np.asarray(embedder.descriptor(image, fb, pts), np.float32)
+    return np.asarray(embedder.embed(image, fb, pts), np.float32)
+
+
 class IdentityStage(Stage):
     name = "identity"
     inputs = ("pair",)
@@ -64,11 +72,7 @@ class IdentityStage(Stage):
             yield [judged_safely(self.judge, r) for r in rows]
 
     def face_vector(self, image: np.ndarray, box: list[float], landmarks: list[float]) -> np.ndarray:
-        """dlib: the raw descriptor (its 0.6 threshold is defined on it); others: the normalised embedding."""
-        fb, pts = face_box(box), as_points(landmarks).astype(np.float32)
-        if hasattr(self.embedder, "descriptor"):
-            return np.asarray(self.embedder.descriptor(image, fb, pts), np.float32)
-        return np.asarray(self.embedder.embed(image, fb, pts), np.float32)
+        return face_vector(self.embedder, image, box, landmarks)
 
     def judge(self, row: dict[str, Any]) -> dict[str, Any]:
         ic = self.cfg.identity

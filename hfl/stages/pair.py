@@ -1,15 +1,22 @@
 """Stage `pair` (paper Sec. 3.1, App. B.1): frame pairs of one face track with geometric and semantic
 diversity.
 
-Per video (one unit = one quality part = one video), per face track:
+Per video (one unit = one quality part = one video):
+0. track linking: a face track broken by a missed detection or a cut would split one person into
+   unrelated tracks. Tracks that never share a frame and whose mean face embeddings (`link_frames`
+   frames each, spread over the track) are closer than `link_distance` are joined (union-find), so the
+   pairs of one person span the whole video (`linked_tracks` records how many were joined);
+then per (linked) track:
 1. up to `max_frames_per_track` kept frames (evenly spread when there are more);
 2. every pair (earlier frame = source) gets the change score of Eq. 8 (hfl.landmarks); pairs outside
    [min_change_score, max_change_score] are rejected as `too_similar` / `implausible_change`;
-3. in-band pairs are taken greedily, largest change first, skipping frames already used in
-   `max_uses_per_frame` kept pairs, so kept pairs spread over the video instead of reusing one extreme
-   frame; each is checked by the semantic backend (kept at >= min_semantic_diversity) until the video
-   has `max_pairs_per_video` pairs or `max_semantic_checks` checks were spent; the rest are
-   `not_selected`.
+3. selection that covers what the video shows: in-band pairs are taken one at a time, each time the
+   one whose target (then source) looks least like the targets (sources) already kept — "looks like" =
+   change score under `min_change_score`, i.e. the same expression and pose — and among those the
+   largest change; frames already in `max_uses_per_frame` kept pairs are skipped. So kept pairs point at
+   the distinct expressions and poses of the video, not at one extreme frame. Each is checked by the
+   semantic backend (kept at >= min_semantic_diversity) until the video has `max_pairs_per_video`
+   pairs or `max_semantic_checks` checks were spent; the rest are `not_selected`.
 Every candidate is a row; only kept pairs carry the two JPEGs.
 """
 
@@ -64,11 +71,6 @@ class PairStage(Stage):
 
         return vlm_resources(self.cfg.backends.expression, "semantic", 256)
 
-    def config_section(self) -> dict[str, Any]:
-        e = self.cfg.backends.expression
-        backend = asdict(e.vlm) if e.semantic == "vlm" else {"crop_margin": e.crop_margin}
-        return {"pair": asdict(self.cfg.pair), "semantic": e.semantic, "semantic_backend": backend}
-
     def thresholds(self) -> dict[str, Any]:
         p = self.cfg.pair
         return {
@@ -81,6 +83,15 @@ class PairStage(Stage):
         from hfl.stages.models import load_semantic
 
         self.semantic = load_semantic(self.cfg.backends.expression)
+        self.embedder: Any = None  # loaded on the first video with more than one track
+
+    def config_section(self) -> dict[str, Any]:
+        e = self.cfg.backends.expression
+        backend = asdict(e.vlm) if e.semantic == "vlm" else {"crop_margin": e.crop_margin}
+        out = {"pair": asdict(self.cfg.pair), "semantic": e.semantic, "semantic_backend": backend}
+        if self.cfg.pair.link_tracks:
+            out["embedder"] = self.cfg.backends.face.embedder
+        return out
 
     def error_rows(self, unit: WorkUnit, exc: Exception) -> list[dict[str, Any]]:
         row = {"key": f"{unit.id}_pairs", "video_id": unit.id}
@@ -93,11 +104,54 @@ class PairStage(Stage):
             for r in rows:
                 if r.get("landmarks") is not None:
                     tracks.setdefault(r["track_id"] or r["video_id"], []).append(r)
-        for track_id in sorted(tracks):
-            frames = sorted(tracks[track_id], key=lambda r: r["frame_index"])
+        linked = self.link_tracks(tracks) if self.cfg.pair.link_tracks and len(tracks) > 1 else {}
+        people: dict[str, list[str]] = {}
+        for t in sorted(tracks):
+            people.setdefault(linked.get(t, t), []).append(t)
+        for person in sorted(people):
+            frames = sorted((f for t in people[person] for f in tracks[t]), key=lambda r: r["frame_index"])
             frames = [frames[i] for i in spread(len(frames), self.cfg.pair.max_frames_per_track)]
             if len(frames) >= 2:
-                yield self.pair_track(frames)
+                rows = self.pair_track(frames)
+                for r in rows:
+                    r["track_id"], r["linked_tracks"] = person, len(people[person])
+                yield rows
+
+    def link_tracks(self, tracks: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+        """track id -> id of the first track of the same person (see the module docstring, step 0)."""
+        from hfl.backends.face import load_embedder
+        from hfl.stages.identity import face_vector
+
+        p = self.cfg.pair
+        if self.embedder is None:
+            self.embedder = load_embedder(self.cfg.backends.face)
+        ids = sorted(tracks)
+        means, spans = [], []
+        for t in ids:
+            frames = sorted(tracks[t], key=lambda r: r["frame_index"])
+            vecs = [
+                face_vector(self.embedder, decode_jpeg(f["image"]), f["box"], f["landmarks"])
+                for f in (frames[i] for i in spread(len(frames), p.link_frames))
+            ]
+            means.append(np.mean(vecs, axis=0))
+            spans.append({f["frame_index"] for f in frames})
+        parent = list(range(len(ids)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        dist = [(float(np.linalg.norm(means[a] - means[b])), a, b) for a in range(len(ids)) for b in range(a)]
+        for d, a, b in sorted(dist):
+            if d >= p.link_distance:
+                break
+            ra, rb = find(a), find(b)
+            members = [k for k in range(len(ids)) if find(k) in (ra, rb)]
+            together = [f for k in members for f in spans[k]]
+            if ra != rb and len(together) == len(set(together)):  # never two faces of one frame
+                parent[max(ra, rb)] = min(ra, rb)
+        return {t: ids[find(i)] for i, t in enumerate(ids)}
 
     def pair_track(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """All candidate rows of one track, decided."""
@@ -119,33 +173,33 @@ class PairStage(Stage):
                     reject(row, "implausible_change", f"change_score={s:.1f} > {p.max_change_score:g}")
                 else:
                     in_band.append((i, j))
-        in_band.sort(key=lambda ij: (-score[ij], ij))
-        self.select(frames, rows, in_band)
+        self.select(frames, rows, in_band, score)
         return [rows[k] for k in sorted(rows)]
 
     def select(
         self,
         frames: list[dict[str, Any]],
         rows: dict[tuple[int, int], dict[str, Any]],
-        order: list[tuple[int, int]],
+        candidates: list[tuple[int, int]],
+        score: np.ndarray,
     ) -> None:
-        """Greedy diverse selection with semantic checks (see the module docstring)."""
+        """Coverage-first selection with semantic checks (see the module docstring, step 3)."""
         p = self.cfg.pair
+        near = score < p.min_change_score  # frames that show the same expression and pose
+        tgt_cover = np.zeros(len(frames), int)  # kept targets that look like each frame
+        src_cover = np.zeros(len(frames), int)
         uses = np.zeros(len(frames), int)
         images: dict[int, np.ndarray] = {}
         cache: dict[int, Any] = {}
         kept = checks = 0
-        for i, j in order:
+        remaining = set(candidates)
+        while remaining:
+            open_ = [ij for ij in remaining if max(uses[ij[0]], uses[ij[1]]) < p.max_uses_per_frame]
+            if not open_ or kept >= p.max_pairs_per_video or checks >= p.max_semantic_checks:
+                break
+            i, j = min(open_, key=lambda ij: (tgt_cover[ij[1]], src_cover[ij[0]], -score[ij], ij))
+            remaining.discard((i, j))
             row = rows[(i, j)]
-            if kept >= p.max_pairs_per_video:
-                reject(row, "not_selected", f"the video already has {kept} pairs")
-                continue
-            if max(uses[i], uses[j]) >= p.max_uses_per_frame:
-                reject(row, "not_selected", f"a frame is already in {p.max_uses_per_frame} kept pairs")
-                continue
-            if checks >= p.max_semantic_checks:
-                reject(row, "not_selected", f"semantic-check budget ({p.max_semantic_checks}) spent")
-                continue
             for k in (i, j):
                 if k not in images:
                     images[k] = decode_jpeg(frames[k]["image"])
@@ -168,7 +222,17 @@ class PairStage(Stage):
             row["src_image"], row["tgt_image"] = frames[i]["image"], frames[j]["image"]
             uses[i] += 1
             uses[j] += 1
+            tgt_cover += near[j]
+            src_cover += near[i]
             kept += 1
+        for i, j in remaining:
+            if kept >= p.max_pairs_per_video:
+                why = f"the video already has {kept} pairs"
+            elif checks >= p.max_semantic_checks:
+                why = f"semantic-check budget ({p.max_semantic_checks}) spent"
+            else:
+                why = f"a frame is already in {p.max_uses_per_frame} kept pairs"
+            reject(rows[(i, j)], "not_selected", why)
 
     @staticmethod
     def candidate_row(
@@ -179,6 +243,7 @@ class PairStage(Stage):
             "video": a["video"],
             "video_id": a["video_id"],
             "track_id": a["track_id"],
+            "linked_tracks": 1,
             "src_key": a["key"],
             "tgt_key": b["key"],
             "src_frame": a["frame_index"],

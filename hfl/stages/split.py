@@ -8,7 +8,9 @@
   video's group: a real pair and a synthetic edit of the same person never sit in different splits.
 * Strata: subset x instructed expression x pose bucket (yaw and pitch units, clipped to +-2).
 * Test size: min(test_pairs, round(test_fraction * pairs)). Whole groups are moved to test in a seeded
-  random order while they fill strata that are still short of their proportional target.
+  random order while they fill strata that are still short of their proportional target. A build with
+  two or more groups whose formula gives no group (small builds) puts its smallest group in test
+  (`min_test_groups: 1`), so every multi-person build can be evaluated on a person it was not trained on.
 The planner reads only small columns of all caption parts; units then copy each part, adding the split.
 The dataset card (DIR/README.md) is written at the end (hfl.card).
 """
@@ -99,6 +101,17 @@ def assign_groups(group_strata: dict[str, Counter[str]], n_test: int, seed: int)
     return test
 
 
+def at_least_one_test_group(group_strata: dict[str, Counter[str]], test: set[str], seed: int) -> set[str]:
+    """With >= 2 groups and an empty test split (a small build, where round(test_fraction * n) is smaller
+    than any group), move the smallest group to test (ties in seeded order): every build with more than
+    one person gets a test split, and no group is ever split."""
+    if test or len(group_strata) < 2:
+        return test
+    order = sorted(group_strata)
+    random.Random(seed).shuffle(order)
+    return {min(order, key=lambda g: sum(group_strata[g].values()))}
+
+
 class SplitStage(Stage):
     name = "split"
     outputs = ("split", "group_id", "stratum")
@@ -147,6 +160,8 @@ class SplitStage(Stage):
         s = self.cfg.split
         n_test = min(s.test_pairs, round(s.test_fraction * len(rows)))
         test = assign_groups(group_strata, n_test, self.cfg.seed)
+        if s.min_test_groups > 0:
+            test = at_least_one_test_group(group_strata, test, self.cfg.seed)
         units = []
         for p in parts:
             assign = {}
