@@ -104,6 +104,11 @@ class CaptionConfig:
     pronoun: str = "auto"  # auto (the captioner's his/her where it gives one, else neutral) | neutral
     pose_unit_deg: float = 30.0  # head-turn unit in degrees (paper: 30)
     expression_clause: str = "changed"  # changed (omit when src and tgt captions agree) | always
+    require_agreement: bool = True  # both expression models must name the same class on both faces
+    pose_estimator: str = "3ddfa"  # head pose: 3ddfa (network, independent of the mean face) | pnp
+    pose_fallback: str = "pnp"  # used where the estimator cannot tell ("" = reject as caption_failed)
+    max_turn_residual_deg: float = 10.0  # |turn - nearest whole unit| above this: ambiguous_turn
+    max_roll_change_deg: float = 15.0  # in-plane tilt change above this cannot go unsaid: undescribed_tilt
 
 
 @dataclass
@@ -297,6 +302,15 @@ def _resolve(value: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
+def check_head_pose(name: str, key: str) -> list[str]:
+    """Problems with a head-pose estimator name and its files, without loading it."""
+    from hfl.backends.headpose import HEAD_POSE_ESTIMATORS, head_pose_problems
+
+    if name not in HEAD_POSE_ESTIMATORS:
+        return [f"{key}: one of {', '.join(HEAD_POSE_ESTIMATORS)}"]
+    return [f"{key}: {e}" for e in head_pose_problems(name)]
+
+
 def validate(cfg: PipelineConfig, stages: list[str]) -> None:
     """Semantic checks before any work: inputs readable, weights present, values in range."""
     from hfl.inputs import resolve_input_path
@@ -373,6 +387,14 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
             errors.append("caption.expression_clause: one of changed, always")
         if cfg.caption.pose_unit_deg <= 0:
             errors.append("caption.pose_unit_deg: must be > 0")
+        c = cfg.caption
+        if not 0 < c.max_turn_residual_deg <= c.pose_unit_deg / 2:
+            errors.append("caption.max_turn_residual_deg: must be in (0, pose_unit_deg / 2]")
+        if c.max_roll_change_deg <= 0:
+            errors.append("caption.max_roll_change_deg: must be > 0")
+        errors += check_head_pose(c.pose_estimator, "caption.pose_estimator")
+        if c.pose_fallback:
+            errors += check_head_pose(c.pose_fallback, "caption.pose_fallback")
         errors += check_expression_backends(cfg.backends.expression, {"captioner"})
     if "synth" in stages:
         sy = cfg.synth

@@ -98,7 +98,7 @@ CAPTION_FIELDS = [
     ("tgt_expression", pa.string()),
     ("tgt_intensity", pa.string()),
     ("tgt_expression_conf", pa.float32()),
-    ("src_yaw", pa.float32()),  # head pose in degrees (hfl.landmarks.head_pose)
+    ("src_yaw", pa.float32()),  # head pose in degrees (caption.pose_estimator, see pose_backend)
     ("src_pitch", pa.float32()),
     ("src_roll", pa.float32()),
     ("tgt_yaw", pa.float32()),
@@ -113,6 +113,11 @@ CAPTION_FIELDS = [
     ("edit_intensity", pa.string()),
     ("instruction", pa.string()),  # the paper's template, clauses that do not apply omitted
     ("caption_backend", pa.string()),  # fer | qwen2.5-vl
+    ("src_expression_2", pa.string()),  # the second expression model's class (backends.expression.second)
+    ("tgt_expression_2", pa.string()),
+    ("expression_backend_2", pa.string()),  # facex | null (no second opinion)
+    ("roll_delta", pa.float32()),  # tgt - src in-plane head tilt, degrees (positive: clockwise)
+    ("pose_backend", pa.string()),  # head-pose estimator that gave the angles (3ddfa | pnp)
 ]
 CAPTION_SCHEMA = pa.schema(list(IDENTITY_SCHEMA) + [pa.field(n, t) for n, t in CAPTION_FIELDS])
 

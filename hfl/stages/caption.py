@@ -1,10 +1,19 @@
 """Stage `caption` (paper Sec. 3.1, App. B.2): expression type + intensity of both faces, head-pose change,
 and the instruction from the paper's template (hfl.instructions).
 
-Head pose: yaw/pitch/roll of each face from its 68 landmarks by PnP against insightface's 3-D mean face
-(hfl.landmarks.head_pose); the deltas are rounded to whole 30-degree units. The paper measures the
-turn with optical-flow angles instead; the landmark pose is used here because it is per image, so the
-same numbers describe synthetic pairs too.
+Head pose: yaw/pitch/roll of each face by `caption.pose_estimator` (default 3DDFA_V2, a network that does
+not share the offline geometric generator's 3-D mean face), falling back to PnP of the 68 landmarks on
+insightface's mean face (hfl.landmarks.head_pose) where it cannot tell; the deltas are rounded to whole
+30-degree units. The paper measures the turn with optical-flow angles instead; a per-image pose is used
+here so that the same numbers describe synthetic pairs too.
+
+An instruction must describe every visible change, so a pair is rejected when
+* the two expression models (captioner + `backends.expression.second`) disagree on either face:
+  `uncertain_expression` (with `caption.require_agreement`);
+* a turn is neither about 0 nor about a whole unit (|delta - nearest unit| > max_turn_residual_deg,
+  e.g. 10-20 degrees): `ambiguous_turn`;
+* the in-plane tilt changes by more than max_roll_change_deg (the template has no words for roll):
+  `undescribed_tilt`.
 """
 
 from __future__ import annotations
@@ -16,7 +25,7 @@ from typing import Any
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg
 from hfl.instructions import build_instruction
-from hfl.landmarks import head_pose, pose_units
+from hfl.landmarks import pose_units
 from hfl.schema import CAPTION_SCHEMA
 from hfl.stages.rows import judged_safely, kept_batches, reject
 
@@ -42,15 +51,43 @@ class CaptionStage(Stage):
             "captioner": e.captioner,
             "captioner_backend": backend,
             "intensity_bounds": e.intensity_bounds,
+            "second": e.second,
+            "facex_margin": e.facex_margin,
         }
 
     def thresholds(self) -> dict[str, Any]:
-        return {"pose_unit_deg": self.cfg.caption.pose_unit_deg}
+        c = self.cfg.caption
+        return {
+            "pose_unit_deg": c.pose_unit_deg,
+            "max_turn_residual_deg": c.max_turn_residual_deg,
+            "max_roll_change_deg": c.max_roll_change_deg,
+            "require_agreement": c.require_agreement,
+        }
 
     def setup(self) -> None:
+        from hfl.backends.expression import load_second_opinion
+        from hfl.backends.headpose import load_head_pose
         from hfl.stages.models import load_captioner
 
+        c = self.cfg.caption
         self.captioner = load_captioner(self.cfg.backends.expression)
+        self.second = load_second_opinion(self.cfg.backends.expression)
+        self.pose_estimators = [load_head_pose(c.pose_estimator)]
+        if c.pose_fallback and c.pose_fallback != c.pose_estimator:
+            self.pose_estimators.append(load_head_pose(c.pose_fallback))
+
+    def head_pose(
+        self, image: Any, box: list[float], landmarks: list[float]
+    ) -> tuple[tuple[float, ...], str]:
+        """(yaw, pitch, roll) from the first estimator that can tell, and its name."""
+        import numpy as np
+
+        pts = np.asarray(landmarks, np.float64).reshape(-1, 2)
+        for est in self.pose_estimators:
+            pose = est.pose(image, tuple(box[:4]), pts)
+            if pose is not None:
+                return tuple(float(a) for a in pose), est.name
+        raise ValueError("no head-pose estimator could tell the pose")
 
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
@@ -60,6 +97,7 @@ class CaptionStage(Stage):
         c = self.cfg.caption
         row["caption_backend"] = self.captioner.name
         caps = {}
+        backends = []
         for prefix in ("src", "tgt"):
             image = decode_jpeg(row[f"{prefix}_image"])
             cap = self.captioner.caption(image, row[f"{prefix}_box"])
@@ -69,15 +107,39 @@ class CaptionStage(Stage):
             row[f"{prefix}_expression"] = cap.expression
             row[f"{prefix}_intensity"] = cap.intensity
             row[f"{prefix}_expression_conf"] = cap.confidence
-            yaw, pitch, roll = head_pose(
-                row[f"{prefix}_landmarks"], row[f"{prefix}_width"], row[f"{prefix}_height"]
+            if self.second is not None:
+                row[f"{prefix}_expression_2"] = self.second.expression(image, row[f"{prefix}_box"])[0]
+                row["expression_backend_2"] = self.second.name
+            (yaw, pitch, roll), backend = self.head_pose(
+                image, row[f"{prefix}_box"], row[f"{prefix}_landmarks"]
             )
+            backends.append(backend)
             row.update({f"{prefix}_yaw": yaw, f"{prefix}_pitch": pitch, f"{prefix}_roll": roll})
+        row["pose_backend"] = "+".join(dict.fromkeys(backends))
         row["yaw_delta"] = row["tgt_yaw"] - row["src_yaw"]
         row["pitch_delta"] = row["tgt_pitch"] - row["src_pitch"]
+        row["roll_delta"] = (row["tgt_roll"] - row["src_roll"] + 180.0) % 360.0 - 180.0
         row["yaw_units"] = pose_units(row["yaw_delta"], c.pose_unit_deg)
         row["pitch_units"] = pose_units(row["pitch_delta"], c.pose_unit_deg)
         src, tgt = caps["src"], caps["tgt"]
+        if self.second is not None and c.require_agreement:
+            for prefix in ("src", "tgt"):
+                a, b = row[f"{prefix}_expression"], row[f"{prefix}_expression_2"]
+                if a != b:
+                    detail = f"{prefix}: {self.captioner.name} {a} vs {self.second.name} {b}"
+                    return reject(row, "uncertain_expression", detail)
+        for axis in ("yaw", "pitch"):
+            delta, units = row[f"{axis}_delta"], row[f"{axis}_units"]
+            residual = abs(delta - units * c.pose_unit_deg)
+            if residual > c.max_turn_residual_deg:
+                detail = (
+                    f"{axis} {delta:+.1f}° is {residual:.1f}° from {units * c.pose_unit_deg:+g}° "
+                    f"(> {c.max_turn_residual_deg:g}°)"
+                )
+                return reject(row, "ambiguous_turn", detail)
+        if abs(row["roll_delta"]) > c.max_roll_change_deg:
+            detail = f"roll {row['roll_delta']:+.1f}° (> {c.max_roll_change_deg:g}°)"
+            return reject(row, "undescribed_tilt", detail)
         changed = (src.expression, src.intensity) != (tgt.expression, tgt.intensity)
         if changed or c.expression_clause == "always":
             row["edit_expression"], row["edit_intensity"] = tgt.expression, tgt.intensity
