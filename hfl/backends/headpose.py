@@ -6,7 +6,10 @@ Names for :func:`load_head_pose`:
   needs the landmarks, ignores the pixels; no network.
 - ``"3ddfa"``: the 3DDFA_V2 network (:mod:`hfl.backends.face_3ddfa`) regresses the camera from the face
   crop; needs the pixels and the box, ignores the landmarks; independent of insightface's mean face.
-  Opt-in: its BFM file is for academic use only.
+  Opt-in: it loads the BFM file (for its 68 points), which is for academic use only.
+- ``"3ddfa-pose"`` (the pipeline's default): the same network and the same pose, read from the regressed
+  camera alone (the first 12 of its 62 parameters): only ``mb1_120x120.onnx`` and
+  ``param_mean_std_62d_120x120.pkl`` (3DDFA_V2, MIT) are read, never the BFM file.
 
 Conventions (both): degrees; yaw > 0 when the face turns towards image right, pitch > 0 when it tilts up,
 roll > 0 when it rotates clockwise in the image. ``None`` when the estimator cannot tell (no landmarks for
@@ -15,13 +18,16 @@ roll > 0 when it rotates clockwise in the image. ``None`` when the estimator can
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import os
+import pickle
+import threading
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from hfl.backends.base import BackendUnavailable
+from hfl.backends.base import BackendUnavailable, DropsModelWhenPickled
 
-HEAD_POSE_ESTIMATORS = ("pnp", "3ddfa")
+HEAD_POSE_ESTIMATORS = ("pnp", "3ddfa", "3ddfa-pose")
 
 
 @runtime_checkable
@@ -58,6 +64,80 @@ class PnpHeadPose:
             return None
 
 
+class TddfaPose(DropsModelWhenPickled):
+    """3DDFA_V2's head pose from the regressed camera only (no BFM file is read)."""
+
+    name = "3ddfa-pose"
+
+    def __init__(self, threads: int = 1) -> None:
+        problems = head_pose_problems(self.name)
+        if problems:
+            raise BackendUnavailable("head pose '3ddfa-pose': " + "; ".join(problems))
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._model: Any = None
+
+    def _load(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        from hfl.backends.face_3ddfa import TDDFA_FILES, nsface_dir
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = self.threads, 1
+        opts.log_severity_level = 3
+        folder = nsface_dir()
+        sess = ort.InferenceSession(
+            os.path.join(folder, TDDFA_FILES["onnx"]), opts, providers=["CPUExecutionProvider"]
+        )
+        with open(os.path.join(folder, TDDFA_FILES["mean_std"]), "rb") as f:
+            ms = pickle.load(f)
+        mean, std = (np.asarray(ms[k], np.float64)[:12] for k in ("mean", "std"))
+        return {"sess": sess, "input": sess.get_inputs()[0].name, "mean": mean, "std": std}
+
+    def pose(
+        self, rgb: np.ndarray, box: tuple[float, float, float, float], landmarks: np.ndarray | None = None
+    ) -> tuple[float, float, float] | None:
+        """(yaw, pitch, roll) degrees of the face in ``box``; ``landmarks`` is unused."""
+        import cv2
+
+        from hfl.backends.face_3ddfa import STD_SIZE, _crop, pose_from_camera, roi_from_box
+
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not (x1 > x0 and y1 > y0):
+            return None
+        m = self._get()
+        crop = _crop(np.asarray(rgb, np.uint8), roi_from_box(x0, y0, x1, y1))
+        crop = cv2.resize(crop, (STD_SIZE, STD_SIZE), interpolation=cv2.INTER_LINEAR)
+        x = ((crop[:, :, ::-1].astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+        with self._lock:
+            out = m["sess"].run(None, {m["input"]: np.ascontiguousarray(x)})[0]
+        cam = (out.reshape(-1)[:12].astype(np.float64) * m["std"] + m["mean"]).reshape(3, 4)
+        return pose_from_camera(cam)
+
+
+def head_pose_problems(name: str) -> list[str]:
+    """What is missing for estimator ``name``, found without loading anything ([] when all is there)."""
+    if name == "pnp":
+        from hfl.landmarks import mean_face_3d
+
+        try:
+            mean_face_3d()
+        except FileNotFoundError as e:
+            return [str(e)]
+        return []
+    from hfl.backends.face_3ddfa import TDDFA_FILES, nsface_dir, tddfa_file_problems
+
+    if name == "3ddfa":
+        return tddfa_file_problems()
+    if name == "3ddfa-pose":
+        return (
+            [p for p in tddfa_file_problems() if TDDFA_FILES["bfm"] not in p]
+            if nsface_dir()
+            else tddfa_file_problems()
+        )
+    return [f"unknown estimator {name!r} (choose from {', '.join(HEAD_POSE_ESTIMATORS)})"]
+
+
 def load_head_pose(name: str) -> HeadPoseEstimator:
     """Head-pose estimator ``name`` ("pnp" or "3ddfa"); raises BackendUnavailable if it cannot load."""
     if name == "pnp":
@@ -72,6 +152,8 @@ def load_head_pose(name: str) -> HeadPoseEstimator:
         from hfl.backends.face_3ddfa import TddfaLandmarker
 
         return TddfaLandmarker()
+    if name == "3ddfa-pose":
+        return TddfaPose()
     raise BackendUnavailable(
         f"head pose: unknown estimator {name!r} (choose from {', '.join(HEAD_POSE_ESTIMATORS)})"
     )

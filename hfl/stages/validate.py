@@ -1,7 +1,9 @@
 """Stage `validate` (paper Sec. 3.1): keep a synthetic edit only when a validator confirms it.
 
-* Pose (paper Eq. 1): yaw and pitch of the source and of the edit from their 68 landmarks (PnP against
-  insightface's 3-D mean face, hfl.landmarks.head_pose; the paper regresses Euler angles instead). With
+* Pose (paper Eq. 1): yaw and pitch of the source and of the edit by `validate.pose_estimator` —
+  default 3DDFA_V2's regressed camera (`3ddfa-pose`, Euler angles regressed from the pixels as in the
+  paper), which does not share the offline geometric generator's 3-D mean face, so the check is not
+  circular; PnP of the 68 landmarks on that mean face (`pnp`) is the fallback where it cannot tell. With
   the measured change (dp, dy) = edit - source and the instructed rotation (tp, ty),
       d_theta = sqrt((dp - tp)^2 + (dy - ty)^2)  <=  validate.max_pose_error_deg (paper: 10 degrees),
   else `pose_mismatch`. Expression edits are instructed (0, 0): their head must stay put too
@@ -27,11 +29,8 @@ import numpy as np
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg
 from hfl.labels import EXPRESSIONS
-from hfl.landmarks import head_pose
 from hfl.schema import VALIDATE_SCHEMA
 from hfl.stages.rows import judged_safely, kept_batches, reject
-
-POSE_METHOD = "pnp-68-meanshape"
 
 
 def pose_error(d_pitch: float, d_yaw: float, t_pitch: float, t_yaw: float) -> float:
@@ -93,7 +92,7 @@ class ValidateStage(Stage):
             "validate": asdict(v),
             "backend": backend,
             "intensity_bounds": e.intensity_bounds,
-            "pose": POSE_METHOD,
+            "pose": [self.cfg.validate.pose_estimator, self.cfg.validate.pose_fallback],
         }
 
     def thresholds(self) -> dict[str, Any]:
@@ -105,6 +104,12 @@ class ValidateStage(Stage):
 
     def setup(self) -> None:
         from hfl.backends.expression import load_fer
+        from hfl.backends.headpose import load_head_pose
+
+        v = self.cfg.validate
+        self.pose_estimators = [load_head_pose(v.pose_estimator)]
+        if v.pose_fallback and v.pose_fallback != v.pose_estimator:
+            self.pose_estimators.append(load_head_pose(v.pose_fallback))
 
         self.fer = load_fer(self.cfg.backends.expression)
         self.fer.load()
@@ -116,7 +121,17 @@ class ValidateStage(Stage):
 
     @property
     def validator_name(self) -> str:
-        return f"{POSE_METHOD}+{'qwen2.5-vl' if self.cfg.validate.expression_validator == 'vlm' else 'fer'}"
+        pose = self.cfg.validate.pose_estimator
+        return f"{pose}+{'qwen2.5-vl' if self.cfg.validate.expression_validator == 'vlm' else 'fer'}"
+
+    def head_pose(self, image: np.ndarray, box: list[float], landmarks: list[float]) -> tuple[float, ...]:
+        """(yaw, pitch, roll) from the first estimator that can tell."""
+        pts = np.asarray(landmarks, np.float64).reshape(-1, 2)
+        for est in self.pose_estimators:
+            pose = est.pose(image, tuple(box[:4]), pts)
+            if pose is not None:
+                return tuple(float(a) for a in pose)
+        raise ValueError("no head-pose estimator could tell the pose")
 
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
@@ -127,10 +142,11 @@ class ValidateStage(Stage):
         row["validator"] = self.validator_name
         images = {}
         for prefix in ("src", "tgt"):
-            w, h = row[f"{prefix}_width"], row[f"{prefix}_height"]
-            yaw, pitch, roll = head_pose(row[f"{prefix}_landmarks"], w, h)
-            row.update({f"{prefix}_yaw": yaw, f"{prefix}_pitch": pitch, f"{prefix}_roll": roll})
             images[prefix] = decode_jpeg(row[f"{prefix}_image"])
+            yaw, pitch, roll = self.head_pose(
+                images[prefix], row[f"{prefix}_box"], row[f"{prefix}_landmarks"]
+            )
+            row.update({f"{prefix}_yaw": yaw, f"{prefix}_pitch": pitch, f"{prefix}_roll": roll})
             cap = self.fer.caption(images[prefix], row[f"{prefix}_box"])
             row[f"{prefix}_expression"], row[f"{prefix}_intensity"] = cap.expression, cap.intensity
             row[f"{prefix}_expression_conf"] = cap.confidence
