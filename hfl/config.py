@@ -84,7 +84,8 @@ class PairConfig:
     min_change_score: float = 23.0  # Eq. 8 in per mille of inter-ocular distance (paper: >= 23)
     max_change_score: float = 250.0  # above it: implausible (another person, a landmark failure)
     min_semantic_diversity: float = 0.4  # semantic difference in [0, 1] (paper: Qwen2.5-VL >= 0.4)
-    max_pairs_per_video: int = 16  # kept pairs per video
+    max_pairs_per_video: int = 16  # kept pairs per video (per person track of it)
+    pairs_per_minute: float = 0.0  # longer videos get more: budget = max(max_pairs_per_video, this x minutes)
     max_uses_per_frame: int = 2  # a frame appears in at most this many kept pairs of its video
     max_semantic_checks: int = 64  # semantic-backend calls per video (bounds VLM cost)
     link_tracks: bool = True  # join face tracks of one video that show the same person (identity embedding)
@@ -104,7 +105,7 @@ class CaptionConfig:
     pronoun: str = "auto"  # auto (the captioner's his/her where it gives one, else neutral) | neutral
     pose_unit_deg: float = 30.0  # head-turn unit in degrees (paper: 30)
     expression_clause: str = "changed"  # changed (omit when src and tgt captions agree) | always
-    require_agreement: bool = True  # both expression models must name the same class on both faces
+    require_agreement: str = "target"  # faces whose two expression models must agree: target | both | none
     pose_estimator: str = "3ddfa-pose"  # head pose: 3ddfa-pose (3DDFA_V2 camera, no BFM) | 3ddfa | pnp
     pose_fallback: str = "pnp"  # used where the estimator cannot tell ("" = reject as caption_failed)
     max_turn_residual_deg: float = 10.0  # |turn - nearest whole unit| above this: ambiguous_turn
@@ -364,6 +365,8 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
             errors.append("pair.min_change_score/max_change_score: need 0 <= min < max")
         if not 0 <= p.min_semantic_diversity <= 1:
             errors.append("pair.min_semantic_diversity: must be in [0, 1]")
+        if p.pairs_per_minute < 0:
+            errors.append("pair.pairs_per_minute: must be >= 0")
         if p.link_distance <= 0:
             errors.append("pair.link_distance: must be > 0")
         counts = ("max_frames_per_track", "max_pairs_per_video", "max_uses_per_frame", "max_semantic_checks")
@@ -394,6 +397,8 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
             errors.append("caption.max_turn_residual_deg: must be in (0, pose_unit_deg / 2]")
         if c.max_roll_change_deg <= 0:
             errors.append("caption.max_roll_change_deg: must be > 0")
+        if c.require_agreement not in ("target", "both", "none"):
+            errors.append("caption.require_agreement: one of target, both, none")
         errors += check_head_pose(c.pose_estimator, "caption.pose_estimator")
         if c.pose_fallback:
             errors += check_head_pose(c.pose_fallback, "caption.pose_fallback")

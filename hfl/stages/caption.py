@@ -8,8 +8,9 @@ insightface's mean face (hfl.landmarks.head_pose) where it cannot tell; the delt
 here so that the same numbers describe synthetic pairs too.
 
 An instruction must describe every visible change, so a pair is rejected when
-* the two expression models (captioner + `backends.expression.second`) disagree on either face:
-  `uncertain_expression` (with `caption.require_agreement`);
+* the two expression models (captioner + `backends.expression.second`) disagree on the target face, whose
+  expression the instruction names (`caption.require_agreement: target`; `both` asks it of the source
+  too, `none` turns it off): `uncertain_expression`;
 * a turn is neither about 0 nor about a whole unit (|delta - nearest unit| > max_turn_residual_deg,
   e.g. 10-20 degrees): `ambiguous_turn`;
 * the in-plane tilt changes by more than max_roll_change_deg (the template has no words for roll):
@@ -122,8 +123,8 @@ class CaptionStage(Stage):
         row["yaw_units"] = pose_units(row["yaw_delta"], c.pose_unit_deg)
         row["pitch_units"] = pose_units(row["pitch_delta"], c.pose_unit_deg)
         src, tgt = caps["src"], caps["tgt"]
-        if self.second is not None and c.require_agreement:
-            for prefix in ("src", "tgt"):
+        if self.second is not None and c.require_agreement != "none":
+            for prefix in ("src", "tgt") if c.require_agreement == "both" else ("tgt",):
                 a, b = row[f"{prefix}_expression"], row[f"{prefix}_expression_2"]
                 if a != b:
                     detail = f"{prefix}: {self.captioner.name} {a} vs {self.second.name} {b}"

@@ -15,8 +15,9 @@ then per (linked) track:
    change score under `min_change_score`, i.e. the same expression and pose — and among those the
    largest change; frames already in `max_uses_per_frame` kept pairs are skipped. So kept pairs point at
    the distinct expressions and poses of the video, not at one extreme frame. Each is checked by the
-   semantic backend (kept at >= min_semantic_diversity) until the video has `max_pairs_per_video`
-   pairs or `max_semantic_checks` checks were spent; the rest are `not_selected`.
+   semantic backend (kept at >= min_semantic_diversity) until the video has its budget of pairs
+   (max(`max_pairs_per_video`, `pairs_per_minute` x sampled minutes)) or `max_semantic_checks` checks
+   were spent; the rest are `not_selected`.
 Every candidate is a row; only kept pairs carry the two JPEGs.
 """
 
@@ -84,6 +85,7 @@ class PairStage(Stage):
 
         self.semantic = load_semantic(self.cfg.backends.expression)
         self.embedder: Any = None  # loaded on the first video with more than one track
+        self.budget = self.cfg.pair.max_pairs_per_video  # pairs per person track of the current video
 
     def config_section(self) -> dict[str, Any]:
         e = self.cfg.backends.expression
@@ -108,6 +110,9 @@ class PairStage(Stage):
         people: dict[str, list[str]] = {}
         for t in sorted(tracks):
             people.setdefault(linked.get(t, t), []).append(t)
+        stamps = [f["timestamp"] for fs in tracks.values() for f in fs if f.get("timestamp") is not None]
+        minutes = (max(stamps) - min(stamps)) / 60.0 if stamps else 0.0
+        self.budget = max(self.cfg.pair.max_pairs_per_video, int(self.cfg.pair.pairs_per_minute * minutes))
         for person in sorted(people):
             frames = sorted((f for t in people[person] for f in tracks[t]), key=lambda r: r["frame_index"])
             frames = [frames[i] for i in spread(len(frames), self.cfg.pair.max_frames_per_track)]
@@ -195,7 +200,7 @@ class PairStage(Stage):
         remaining = set(candidates)
         while remaining:
             open_ = [ij for ij in remaining if max(uses[ij[0]], uses[ij[1]]) < p.max_uses_per_frame]
-            if not open_ or kept >= p.max_pairs_per_video or checks >= p.max_semantic_checks:
+            if not open_ or kept >= self.budget or checks >= p.max_semantic_checks:
                 break
             i, j = min(open_, key=lambda ij: (tgt_cover[ij[1]], src_cover[ij[0]], -score[ij], ij))
             remaining.discard((i, j))
@@ -226,8 +231,8 @@ class PairStage(Stage):
             src_cover += near[i]
             kept += 1
         for i, j in remaining:
-            if kept >= p.max_pairs_per_video:
-                why = f"the video already has {kept} pairs"
+            if kept >= self.budget:
+                why = f"the video already has {kept} pairs (its budget)"
             elif checks >= p.max_semantic_checks:
                 why = f"semantic-check budget ({p.max_semantic_checks}) spent"
             else:
