@@ -88,6 +88,7 @@ class PairConfig:
     pairs_per_minute: float = 0.0  # longer videos get more: budget = max(max_pairs_per_video, this x minutes)
     max_uses_per_frame: int = 2  # a frame appears in at most this many kept pairs of its video
     max_semantic_checks: int = 64  # semantic-backend calls per video (bounds VLM cost)
+    prefilter_motion: bool = True  # reject candidates whose head motion caption could not describe
     link_tracks: bool = True  # join face tracks of one video that show the same person (identity embedding)
     link_distance: float = 0.5  # mean face-embedding distance under which two tracks are one person
     link_frames: int = 3  # frames per track (spread over it) whose embeddings are averaged for linking
@@ -376,6 +377,9 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
         errors += check_expression_backends(cfg.backends.expression, {"semantic"})
         if p.link_tracks and "mine" not in stages:
             errors += check_face_weights(cfg.backends.face)
+        if p.prefilter_motion:
+            key = "caption.pose_estimator (pair.prefilter_motion)"
+            errors += check_head_pose(cfg.caption.pose_estimator, key)
     if "identity" in stages:
         if cfg.identity.decider not in ("face", "clip", "both"):
             errors.append("identity.decider: one of face, clip, both")

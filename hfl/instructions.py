@@ -22,6 +22,34 @@ def angle_phrase(yaw_units: int, pitch_units: int, unit_deg: float = 30.0) -> st
     return " and ".join(parts) or None
 
 
+def undescribed_motion(
+    yaw_delta: float,
+    pitch_delta: float,
+    roll_delta: float,
+    unit_deg: float = 30.0,
+    max_residual_deg: float = 10.0,
+    max_roll_deg: float = 15.0,
+) -> tuple[str, str] | None:
+    """(reason, detail) when the template cannot describe a measured head motion, else None.
+
+    A turn must be about 0 or about a whole unit (|delta - nearest unit| <= max_residual_deg), else
+    `ambiguous_turn`; an in-plane tilt change (roll) beyond max_roll_deg has no words in the template:
+    `undescribed_tilt`.
+    """
+    for axis, delta in (("yaw", yaw_delta), ("pitch", pitch_delta)):
+        units = int(round(delta / unit_deg))
+        residual = abs(delta - units * unit_deg)
+        if residual > max_residual_deg:
+            near = units * unit_deg
+            return (
+                "ambiguous_turn",
+                f"{axis} {delta:+.1f}° is {residual:.1f}° from {near:+g}° (> {max_residual_deg:g}°)",
+            )
+    if abs(roll_delta) > max_roll_deg:
+        return "undescribed_tilt", f"roll {roll_delta:+.1f}° (> {max_roll_deg:g}°)"
+    return None
+
+
 def build_instruction(
     expression: str | None,
     intensity: str | None,

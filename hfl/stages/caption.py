@@ -25,7 +25,7 @@ from typing import Any
 
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg
-from hfl.instructions import build_instruction
+from hfl.instructions import build_instruction, undescribed_motion
 from hfl.landmarks import pose_units
 from hfl.schema import CAPTION_SCHEMA
 from hfl.stages.rows import judged_safely, kept_batches, reject
@@ -129,18 +129,12 @@ class CaptionStage(Stage):
                 if a != b:
                     detail = f"{prefix}: {self.captioner.name} {a} vs {self.second.name} {b}"
                     return reject(row, "uncertain_expression", detail)
-        for axis in ("yaw", "pitch"):
-            delta, units = row[f"{axis}_delta"], row[f"{axis}_units"]
-            residual = abs(delta - units * c.pose_unit_deg)
-            if residual > c.max_turn_residual_deg:
-                detail = (
-                    f"{axis} {delta:+.1f}° is {residual:.1f}° from {units * c.pose_unit_deg:+g}° "
-                    f"(> {c.max_turn_residual_deg:g}°)"
-                )
-                return reject(row, "ambiguous_turn", detail)
-        if abs(row["roll_delta"]) > c.max_roll_change_deg:
-            detail = f"roll {row['roll_delta']:+.1f}° (> {c.max_roll_change_deg:g}°)"
-            return reject(row, "undescribed_tilt", detail)
+        problem = undescribed_motion(
+            row["yaw_delta"], row["pitch_delta"], row["roll_delta"],
+            c.pose_unit_deg, c.max_turn_residual_deg, c.max_roll_change_deg,
+        )  # fmt: skip
+        if problem is not None:
+            return reject(row, *problem)
         changed = (src.expression, src.intensity) != (tgt.expression, tgt.intensity)
         if changed or c.expression_clause == "always":
             row["edit_expression"], row["edit_intensity"] = tgt.expression, tgt.intensity

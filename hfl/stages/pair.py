@@ -9,7 +9,11 @@ Per video (one unit = one quality part = one video):
 then per (linked) track:
 1. up to `max_frames_per_track` kept frames (evenly spread when there are more);
 2. every pair (earlier frame = source) gets the change score of Eq. 8 (hfl.landmarks); pairs outside
-   [min_change_score, max_change_score] are rejected as `too_similar` / `implausible_change`;
+   [min_change_score, max_change_score] are rejected as `too_similar` / `implausible_change`; with
+   `prefilter_motion`, in-band pairs whose head motion the instruction template cannot describe (the
+   caption stage's rule and head-pose estimator: a turn of neither ~0 nor ~a whole 30-degree unit, or a
+   large in-plane tilt) are rejected here as `ambiguous_turn` / `undescribed_tilt`, so the selection
+   budget is not spent on pairs `caption` would drop;
 3. selection that covers what the video shows: in-band pairs are taken one at a time, each time the
    one whose target (then source) looks least like the targets (sources) already kept — "looks like" =
    change score under `min_change_score`, i.e. the same expression and pose — and among those the
@@ -86,6 +90,13 @@ class PairStage(Stage):
         self.semantic = load_semantic(self.cfg.backends.expression)
         self.embedder: Any = None  # loaded on the first video with more than one track
         self.budget = self.cfg.pair.max_pairs_per_video  # pairs per person track of the current video
+        self.pose_estimators: list[Any] = []
+        if self.cfg.pair.prefilter_motion:
+            from hfl.backends.headpose import load_head_pose
+
+            c = self.cfg.caption
+            names = [c.pose_estimator] + ([c.pose_fallback] if c.pose_fallback else [])
+            self.pose_estimators = [load_head_pose(n) for n in dict.fromkeys(names)]
 
     def config_section(self) -> dict[str, Any]:
         e = self.cfg.backends.expression
@@ -93,6 +104,10 @@ class PairStage(Stage):
         out = {"pair": asdict(self.cfg.pair), "semantic": e.semantic, "semantic_backend": backend}
         if self.cfg.pair.link_tracks:
             out["embedder"] = self.cfg.backends.face.embedder
+        if self.cfg.pair.prefilter_motion:
+            c = self.cfg.caption
+            out["motion"] = [c.pose_estimator, c.pose_fallback, c.pose_unit_deg, c.max_turn_residual_deg,
+                             c.max_roll_change_deg]  # fmt: skip
         return out
 
     def error_rows(self, unit: WorkUnit, exc: Exception) -> list[dict[str, Any]]:
@@ -165,6 +180,7 @@ class PairStage(Stage):
         inner, overall = pairwise_diffs(pts)
         score = combine(inner, overall)
         n = len(frames)
+        poses = self.frame_poses(frames) if self.pose_estimators else None
         rows: dict[tuple[int, int], dict[str, Any]] = {}
         in_band = []
         for i in range(n):
@@ -176,10 +192,40 @@ class PairStage(Stage):
                     reject(row, "too_similar", f"change_score={s:.1f} < {p.min_change_score:g}")
                 elif s > p.max_change_score:
                     reject(row, "implausible_change", f"change_score={s:.1f} > {p.max_change_score:g}")
+                elif poses is not None and (problem := self.motion_problem(poses[i], poses[j])):
+                    reject(row, *problem)
                 else:
                     in_band.append((i, j))
         self.select(frames, rows, in_band, score)
         return [rows[k] for k in sorted(rows)]
+
+    def frame_poses(self, frames: list[dict[str, Any]]) -> list[tuple[float, float, float] | None]:
+        """(yaw, pitch, roll) of each frame's face by the caption stage's estimator (then its fallback)."""
+        out: list[tuple[float, float, float] | None] = []
+        for f in frames:
+            pose = None
+            image = decode_jpeg(f["image"])
+            pts = np.asarray(f["landmarks"], np.float64).reshape(-1, 2)
+            for est in self.pose_estimators:
+                pose = est.pose(image, tuple(f["box"][:4]), pts)
+                if pose is not None:
+                    break
+            out.append(pose)
+        return out
+
+    def motion_problem(
+        self, a: tuple[float, float, float] | None, b: tuple[float, float, float] | None
+    ) -> tuple[str, str] | None:
+        """The caption stage's describability rule on the head motion from pose a to pose b."""
+        from hfl.instructions import undescribed_motion
+
+        if a is None or b is None:
+            return None  # caption decides
+        c = self.cfg.caption
+        roll = (b[2] - a[2] + 180.0) % 360.0 - 180.0
+        return undescribed_motion(
+            b[0] - a[0], b[1] - a[1], roll, c.pose_unit_deg, c.max_turn_residual_deg, c.max_roll_change_deg
+        )
 
     def select(
         self,
