@@ -26,8 +26,13 @@ CARD_COLUMNS = [
 ]  # fmt: skip
 
 LIMITS = [
-    "Head-turn angles come from PnP of the 68 landmarks against insightface's 3-D mean face, not from "
-    "the paper's optical-flow angles; absolute pitch carries a bias of the mean face (deltas are used).",
+    "Head-turn angles come from the configured head-pose estimator (default: 3DDFA_V2's regressed camera, "
+    "PnP of the 68 landmarks on insightface's mean face as fallback; see pose_backend), not from the "
+    "paper's optical-flow angles. The two disagree by a median 4.8 deg in yaw on real frames.",
+    "Occlusion (a hand over the mouth) is not detected: the paper drops occluded faces with its detector; "
+    "the offline detectors here do not score occlusion, so such frames can become sources or targets.",
+    "Expressions are those two offline models (FER2013 and facex) agree on for the target face; both read "
+    "a talking open mouth as surprised or fearful at times, and neither measures intensity.",
     "Offline backends (fer expression model, dlib identity) stand in for Qwen2.5-VL and CLIP unless the "
     "config names local weights for them; the backends section below says which ran.",
     "FER2013 was trained on 48x48 grey faces; on small or profile faces its expression and intensity "
@@ -225,9 +230,9 @@ expression x head-turn bucket.
 
 ## Per-video yield
 
-Real pairs per input video (`stopped_by`: the filter that removed the largest share of the video's
-frames or pairs, with the median of its measure on the rejected rows; budgets such as `not_selected`
-are not filters). The same table is in `report/index.html`.
+Real pairs per input video. `stopped_by`: the stages, in chain order, that kept under half of the
+video's rows, each with its top reason and the median of that reason's measure on the rejected rows
+(budgets such as `not_selected` are not filters). The same table is in `report/index.html`.
 
 {per_video}
 

@@ -499,6 +499,8 @@ def _thumb(
 def _wrap(text: str, width: int, scale: float, lines: int) -> list[str]:
     """Split text on spaces into at most `lines` lines that fit width pixels (last one cut with '..')."""
     font = cv2.FONT_HERSHEY_SIMPLEX
+    # OpenCV's Hershey fonts draw ASCII only ("30°" came out as "30??")
+    text = text.replace("°", " deg").encode("ascii", "replace").decode()
     words, out = text.split(), []
     while words and len(out) < lines - 1:
         line = words.pop(0)
@@ -822,8 +824,9 @@ def _yield_html(out_dir: Path, config: dict[str, Any]) -> str:
         out.append(f"<tr>{cells}</tr>")
     out.append("</table>")
     out.append(
-        "<p class='meta'>stopped_by: the stage and reason that removed the largest share of the video's "
-        "rows (budgets such as not_selected excluded), with the median of its measure on those rows.</p>"
+        "<p class='meta'>stopped_by: the stages, in chain order, that kept under half of the video's rows, "
+        "each with its top reason and the median of its measure on those rows (budgets such as "
+        "not_selected excluded).</p>"
     )
     return "\n".join(out)
 
