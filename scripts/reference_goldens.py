@@ -37,9 +37,19 @@ import torch
 
 # Tiny geometry shared with the tests (tests/test_lato_reference.py reads it from goldens.json).
 DIT = dict(
-    in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=64, hidden_size=64, mlp_ratio=4.0,
-    num_heads=4, depth=2, depth_single_blocks=2, axes_dim=[4, 6, 6], theta=10_000, qkv_bias=True,
-)  # fmt: skip
+    in_channels=16,
+    out_channels=16,
+    vec_in_dim=768,
+    context_in_dim=64,
+    hidden_size=64,
+    mlp_ratio=4.0,
+    num_heads=4,
+    depth=2,
+    depth_single_blocks=2,
+    axes_dim=[4, 6, 6],
+    theta=10_000,
+    qkv_bias=True,
+)
 TEXT_DIM, CONNECTOR_HEADS, CONNECTOR_DEPTH = 32, 4, 2
 TOKENIZER = dict(channels=[32, 64], code_dim=64, codebook_size=128)
 VAE = dict(ch=32, ch_mult=[1, 1], num_res_blocks=1, z_channels=4, scale_factor=0.3611, shift_factor=0.1159)
@@ -120,9 +130,13 @@ def _stub_modules() -> None:
         for m in (tv, tr, fn, io):  # importable, but with no installed distribution behind it
             m.__spec__ = importlib.machinery.ModuleSpec(m.__name__, None)
         sys.modules.update(
-            {"torchvision": tv, "torchvision.transforms": tr, "torchvision.transforms.functional": fn,
-             "torchvision.io": io}
-        )  # fmt: skip
+            {
+                "torchvision": tv,
+                "torchvision.transforms": tr,
+                "torchvision.transforms.functional": fn,
+                "torchvision.io": io,
+            }
+        )
 
 
 def _route_flash_to_torch() -> None:
@@ -181,7 +195,10 @@ def half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def face_points(gen: torch.Generator, batch: int) -> torch.Tensor:
     """(B, 68, 2) points on the 512 canvas, spread like a face (jitter on a fixed layout)."""
     base = torch.stack(
-        [256 + 150 * torch.cos(torch.linspace(0, 6.283, 68)), 256 + 170 * torch.sin(torch.linspace(0, 9.0, 68))],
+        [
+            256 + 150 * torch.cos(torch.linspace(0, 6.283, 68)),
+            256 + 170 * torch.sin(torch.linspace(0, 9.0, 68)),
+        ],
         -1,
     )
     return base[None] + 12.0 * torch.randn(batch, 68, 2, generator=gen)
@@ -195,7 +212,9 @@ def main() -> None:
     ap.add_argument("--release", required=True, type=Path, help="landmark-tokenized-dit checkout")
     ap.add_argument("--step1x", required=True, type=Path, help="Step1X-Edit checkout")
     ap.add_argument("--out", type=Path, default=Path("tests/data/reference"))
-    ap.add_argument("--release-commit", default=None, help="commit of --release when it is not a git checkout")
+    ap.add_argument(
+        "--release-commit", default=None, help="commit of --release when it is not a git checkout"
+    )
     ap.add_argument("--step1x-commit", default=None, help="commit of --step1x when it is not a git checkout")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -208,9 +227,13 @@ def main() -> None:
     meta: dict = {
         "release_commit": args.release_commit or _commit(args.release),
         "step1x_commit": args.step1x_commit or _commit(args.step1x),
-        "dit": DIT, "text_dim": TEXT_DIM, "connector_heads": CONNECTOR_HEADS,
-        "connector_depth": CONNECTOR_DEPTH, "tokenizer": TOKENIZER, "vae": VAE,
-    }  # fmt: skip
+        "dit": DIT,
+        "text_dim": TEXT_DIM,
+        "connector_heads": CONNECTOR_HEADS,
+        "connector_depth": CONNECTOR_DEPTH,
+        "tokenizer": TOKENIZER,
+        "vae": VAE,
+    }
     gen = torch.Generator().manual_seed(1234)
 
     # ---------------- Step1X-Edit checkout: plain DiT (landmark_mode "none"), VAE, schedule, conditioner
@@ -248,7 +271,9 @@ def main() -> None:
             VectorQuantizer(c["codebook_size"], c["code_dim"], is_train=False),
         ).eval()
         randomize(lm, gen)
-        lm.vq.codebook.copy_((torch.randn(c["codebook_size"], c["code_dim"], generator=gen) * 0.6).half().float())
+        lm.vq.codebook.copy_(
+            (torch.randn(c["codebook_size"], c["code_dim"], generator=gen) * 0.6).half().float()
+        )
         save_file(half(lm.state_dict()), str(out / "tokenizer.safetensors"))
         pts = face_points(gen, 3)
         g["tok.points"] = pts
@@ -263,9 +288,12 @@ def main() -> None:
         with torch.no_grad():
             m = module_edit.Step1XEdit(module_edit.Step1XParams(**DIT))
             m.connector = connector_mod.Qwen2Connector(
-                in_channels=TEXT_DIM, hidden_size=DIT["context_in_dim"], heads_num=CONNECTOR_HEADS,
-                depth=CONNECTOR_DEPTH, dtype=torch.float32,
-            )  # fmt: skip
+                in_channels=TEXT_DIM,
+                hidden_size=DIT["context_in_dim"],
+                heads_num=CONNECTOR_HEADS,
+                depth=CONNECTOR_DEPTH,
+                dtype=torch.float32,
+            )
         return m.float().eval()
 
     dit = build(model_edit, conn)
@@ -305,10 +333,16 @@ def main() -> None:
         t = torch.tensor(ts)
         with torch.no_grad():
             pred = dit(
-                img=torch.cat([noisy, ref], 1), landmark_latents=tokens, img_ids=torch.cat([img_ids, img_ids], 1),
-                landmark_ids=lm_ids, txt_ids=torch.zeros(B, L, 3), timesteps=t, llm_embedding=text, t_vec=t,
+                img=torch.cat([noisy, ref], 1),
+                landmark_latents=tokens,
+                img_ids=torch.cat([img_ids, img_ids], 1),
+                landmark_ids=lm_ids,
+                txt_ids=torch.zeros(B, L, 3),
+                timesteps=t,
+                llm_embedding=text,
+                t_vec=t,
                 mask=mask,
-            )  # fmt: skip
+            )
         g[f"dit.{i}.noisy"], g[f"dit.{i}.source"], g[f"dit.{i}.t"] = noisy, ref, t
         g[f"dit.{i}.velocity"] = pred[:, :n].contiguous()
         meta["dit_cases"].append({"grid_hw": [gh, gw], "timesteps": ts})
@@ -322,26 +356,33 @@ def main() -> None:
     img_ids = step1x_utils.prepare_img_ids(B, gh, gw)
     with torch.no_grad():
         pred = s1x_dit(
-            img=torch.cat([g["dit.1.noisy"], g["dit.1.source"]], 1), img_ids=torch.cat([img_ids, img_ids], 1),
-            txt_ids=torch.zeros(B, L, 3), timesteps=g["dit.1.t"], llm_embedding=text, t_vec=g["dit.1.t"],
+            img=torch.cat([g["dit.1.noisy"], g["dit.1.source"]], 1),
+            img_ids=torch.cat([img_ids, img_ids], 1),
+            txt_ids=torch.zeros(B, L, 3),
+            timesteps=g["dit.1.t"],
+            llm_embedding=text,
+            t_vec=g["dit.1.t"],
             mask=mask,
-        )  # fmt: skip
+        )
     g["step1x.velocity"] = pred[:, :n].contiguous()
 
-    # kohya LoRA merge (release lora_module): ranks 4, one alpha = 0, full-rank landmark_in, plus a key for
-    # a module the release does not target (txt_in) and one for no module at all.
+    # kohya LoRA merge (release lora_module): ranks 4, one alpha = 0, full-rank landmark_in, txt_in (merged
+    # through kohya's input-layer filters) and a key naming no module (ignored by the merge).
     lora: dict[str, torch.Tensor] = {}
     targets = [
-        (name, mod) for name, mod in dit.named_modules()
+        (name, mod)
+        for name, mod in dit.named_modules()
         if isinstance(mod, torch.nn.Linear) and name.startswith(("double_blocks.", "single_blocks."))
-    ]  # fmt: skip
+    ]
     targets += [("landmark_in", dit.landmark_in), ("txt_in", dit.txt_in), ("not_a_module", dit.txt_in)]
     for j, (name, mod) in enumerate(targets):
         rank = mod.in_features if name == "landmark_in" else 4
         base = "lora_unet_" + name.replace(".", "_")
         lora[f"{base}.lora_down.weight"] = torch.randn(rank, mod.in_features, generator=gen) * 0.05
         lora[f"{base}.lora_up.weight"] = torch.randn(mod.out_features, rank, generator=gen) * 0.05
-        lora[f"{base}.alpha"] = torch.tensor(0.0 if j == 1 else (float(rank) if name == "landmark_in" else 2.0))
+        lora[f"{base}.alpha"] = torch.tensor(
+            0.0 if j == 1 else (float(rank) if name == "landmark_in" else 2.0)
+        )
     save_file(lora, str(out / "lora.safetensors"))
     meta["lora_zero_alpha_module"] = targets[1][0]
     merged = build(model_edit, conn)
@@ -355,15 +396,27 @@ def main() -> None:
     img_ids = step1x_utils.prepare_img_ids(B, gh, gw)
     with torch.no_grad():
         pred = merged(
-            img=torch.cat([g["dit.0.noisy"], g["dit.0.source"]], 1), landmark_latents=tokens,
-            img_ids=torch.cat([img_ids, img_ids], 1), landmark_ids=step1x_utils.prepare_landmark_ids(512 / gh, lm_pts),
-            txt_ids=torch.zeros(B, L, 3), timesteps=g["dit.0.t"], llm_embedding=text, t_vec=g["dit.0.t"], mask=mask,
-        )  # fmt: skip
+            img=torch.cat([g["dit.0.noisy"], g["dit.0.source"]], 1),
+            landmark_latents=tokens,
+            img_ids=torch.cat([img_ids, img_ids], 1),
+            landmark_ids=step1x_utils.prepare_landmark_ids(512 / gh, lm_pts),
+            txt_ids=torch.zeros(B, L, 3),
+            timesteps=g["dit.0.t"],
+            llm_embedding=text,
+            t_vec=g["dit.0.t"],
+            mask=mask,
+        )
     g["lora.velocity"] = pred[:, : gh * gw].contiguous()
 
     # schedules (release sampling.get_schedule; Step1X-Edit's is the same function)
     meta["schedules"] = []
-    for steps, seq, shift in ((28, 1024, True), (28, 256, True), (28, 4096, True), (4, 24, True), (8, 24, False)):
+    for steps, seq, shift in (
+        (28, 1024, True),
+        (28, 256, True),
+        (28, 4096, True),
+        (4, 24, True),
+        (8, 24, False),
+    ):
         a = rel_sampling.get_schedule(steps, seq, shift=shift)
         b = step1x_mods[3].get_schedule(steps, seq, shift=shift)
         assert a == b
@@ -390,14 +443,20 @@ def main() -> None:
         lat1 = inference.encode_landmarks_to_latents(lm, lm1)
         ts = rel_sampling.get_schedule(28, gh * gw, shift=True)
         inputs = igen.prepare(
-            ["edit", ""], torch.cat([x, x]), ref_image=torch.cat([src, src]),
-            ref_image_raw=torch.zeros(2, 3, 8, 8), landmark_coordinates=torch.cat([lm1, lm1]),
-        )  # fmt: skip
+            ["edit", ""],
+            torch.cat([x, x]),
+            ref_image=torch.cat([src, src]),
+            ref_image_raw=torch.zeros(2, 3, 8, 8),
+            landmark_coordinates=torch.cat([lm1, lm1]),
+        )
         for k, steps in ((1, ts[:2]), (2, ts[:3])):
             res = igen.denoise(
-                **inputs, landmark_latents=torch.cat([lat1, lat1]), cfg_guidance=4.0, timesteps=steps,
+                **inputs,
+                landmark_latents=torch.cat([lat1, lat1]),
+                cfg_guidance=4.0,
+                timesteps=steps,
                 timesteps_truncate=1.0,
-            )  # fmt: skip
+            )
             g[f"sample.after_{k}"] = res.contiguous()
     g["sample.noise_latent"], g["sample.source_latent"] = x, src
     g["sample.text"], g["sample.mask"], g["sample.landmarks"] = txt2, mask2, lm1.clone()
@@ -449,7 +508,9 @@ def _text_goldens(cond_mod, out: Path, g: dict, gen: torch.Generator) -> list[di
 
         def __call__(self, text=None, images=None, videos=None, **kw):
             if images is None and videos is None:
-                return tiny.tokenizer(text, padding=kw.get("padding", False), return_tensors=kw.get("return_tensors"))
+                return tiny.tokenizer(
+                    text, padding=kw.get("padding", False), return_tensors=kw.get("return_tensors")
+                )
             return tiny(text=text, images=images, videos=videos, **kw)
 
     processor = _Processor()
@@ -466,14 +527,24 @@ def _text_goldens(cond_mod, out: Path, g: dict, gen: torch.Generator) -> list[di
             self.anchor = torch.nn.Parameter(torch.zeros(1))
 
         def forward(self, input_ids, attention_mask, pixel_values, image_grid_thw, output_hidden_states):
-            calls.append({"input_ids": input_ids[0].tolist(), "attention_mask": attention_mask[0].tolist(),
-                          "image_grid_thw": image_grid_thw[0].tolist()})  # fmt: skip
+            calls.append(
+                {
+                    "input_ids": input_ids[0].tolist(),
+                    "attention_mask": attention_mask[0].tolist(),
+                    "image_grid_thw": image_grid_thw[0].tolist(),
+                }
+            )
             hs = fake_hidden_states(input_ids)
             return _Out(hidden_states=[hs])
 
     emb = cond_mod.Qwen25VL_7b_Embedder.__new__(cond_mod.Qwen25VL_7b_Embedder)
     torch.nn.Module.__init__(emb)
-    emb.max_length, emb.processor, emb.prefix, emb.model = 2048, processor, cond_mod.Qwen25VL_7b_PREFIX, _Recorder()
+    emb.max_length, emb.processor, emb.prefix, emb.model = (
+        2048,
+        processor,
+        cond_mod.Qwen25VL_7b_PREFIX,
+        _Recorder(),
+    )
 
     orig_to, orig_dev = torch.Tensor.to, torch.cuda.current_device
 

@@ -17,6 +17,7 @@ unexpected / missing keys when a file does not match the model.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
 from hfl.lato.vae import FluxVAE, VAEConfig
 
 KOHYA_PREFIX = "lora_unet"
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- files
@@ -138,6 +140,7 @@ def load_step1x_dit(
     sd = {k: v.to(dtype) for k, v in sd.items()}
     _load_into(model, sd, f"Step1X-Edit DiT {path}", allowed_missing=[r"landmark_in\..*", r"landmark_uncond"])
     _materialize(model, device)
+    model.has_learned_uncond = "landmark_uncond" in sd
     if landmark_adapter is not None:
         load_landmark_adapter(model, landmark_adapter)
     return model.to(device=device, dtype=dtype)
@@ -159,9 +162,15 @@ def load_landmark_adapter(model: LaToDiT, path: str | Path) -> None:
 
 
 def load_landmark_uncond(model: LaToDiT, path: str | Path) -> None:
+    """Learned unconditional landmark tokens (``landmark_uncond``, 68 x hidden) from a trained run."""
     sd = read_state_dict(path, "unconditional landmark tokens")
+    if "landmark_uncond" not in sd:
+        raise ValueError(f"unconditional landmark tokens {path}: no landmark_uncond tensor")
+    if not hasattr(model, "landmark_uncond"):
+        raise ValueError("unconditional landmark tokens: the model has landmark_mode != 'tokens'")
     with torch.no_grad():
         model.landmark_uncond.copy_(sd["landmark_uncond"])
+    model.has_learned_uncond = True
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -265,37 +274,56 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype = torch.bfloat16, dev
 # ----------------------------------------------------------------------------- LoRA (kohya <-> peft)
 
 
+# kohya's LoRANetwork (the release's library/lora_module.py), built from a weights file, wraps the Linear
+# layers inside DoubleStreamBlock / SingleStreamBlock, plus every Linear whose kohya name contains one of its
+# input-layer filters (``in_dims`` becomes [0] * 5 when loading from weights, which enables them) and the
+# LaTo release's ``_landmark_in`` (full rank). Keys for any other module are ignored by its merge, so they
+# are skipped here too.
+KOHYA_BLOCKS = re.compile(r"(double_blocks|single_blocks)\.\d+\..+")
+KOHYA_FILTERS = ("_img_in", "_time_in", "_vector_in", "_guidance_in", "_txt_in", "_landmark_in")
+
+
 def _kohya_name_map(model: nn.Module) -> dict[str, str]:
-    """kohya LoRA name (``lora_unet_double_blocks_0_img_attn_qkv``) -> dotted Linear module path."""
+    """kohya LoRA name (``lora_unet_double_blocks_0_img_attn_qkv``) -> dotted Linear module path, for the
+    modules kohya's network targets (:data:`KOHYA_BLOCKS`, :data:`KOHYA_FILTERS`)."""
     names = {}
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Linear):
             clean = re.sub(r"(^|\.)base_model\.model\.", r"\1", name).replace(".base_layer", "")
-            names[f"{KOHYA_PREFIX}_{clean.replace('.', '_')}"] = clean
+            kohya = f"{KOHYA_PREFIX}_{clean.replace('.', '_')}"
+            if KOHYA_BLOCKS.fullmatch(clean) or any(f in kohya for f in KOHYA_FILTERS):
+                names[kohya] = clean
     return names
 
 
 def read_kohya_lora(path: str | Path, model: nn.Module) -> dict[str, tuple[Tensor, Tensor, float]]:
-    """``{module path: (down (r, in), up (out, r), scale alpha / r)}`` from a kohya-format LoRA file."""
+    """``{module path: (down (r, in), up (out, r), scale alpha / r)}`` from a kohya-format LoRA file.
+
+    As kohya's loader: ``alpha`` 0 (or absent) means alpha = rank (scale 1); modules the network does not
+    target, or that the model does not have, are skipped with one warning naming them.
+    """
     sd = read_state_dict(path, "LoRA")
     names = _kohya_name_map(model)
     out: dict[str, tuple[Tensor, Tensor, float]] = {}
-    unknown = []
+    skipped = []
     for key in sd:
         if not key.endswith(".lora_down.weight"):
             continue
         base = key.removesuffix(".lora_down.weight")
         if base not in names:
-            unknown.append(base)
+            skipped.append(base)
             continue
+        if f"{base}.lora_up.weight" not in sd:
+            raise ValueError(f"LoRA {path}: {base} has lora_down but no lora_up")
         down, up = sd[key].float(), sd[f"{base}.lora_up.weight"].float()
         rank = down.shape[0]
-        alpha = float(sd[f"{base}.alpha"]) if f"{base}.alpha" in sd else float(rank)
-        out[names[base]] = (down, up, alpha / rank)
-    if unknown:
-        raise ValueError(f"LoRA {path}: {len(unknown)} modules not in the model, e.g. {unknown[:5]}")
+        alpha = float(sd[f"{base}.alpha"]) if f"{base}.alpha" in sd else 0.0
+        out[names[base]] = (down, up, (alpha or float(rank)) / rank)
+    if skipped:
+        log.warning("LoRA %s: skipped %d modules kohya's network does not target: %s", path, len(skipped),
+                    ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))  # fmt: skip
     if not out:
-        raise ValueError(f"LoRA {path}: no lora_down/lora_up pairs found")
+        raise ValueError(f"LoRA {path}: no lora_down/lora_up pairs for modules of this model")
     return out
 
 

@@ -3,8 +3,9 @@
 The real Qwen2.5-VL tokenizer cannot be downloaded here, so the Step1X-Edit text preprocessing (quote
 rewriting, per-character tokenisation of quoted spans, the ``<|vision_end|>`` splice) is checked with a
 byte-level BPE tokenizer in Qwen's file format whose ids agree with Qwen's where the release's code reads
-them: the byte characters are ids 0..255 in GPT-2's byte order, as in Qwen's vocabulary (``!`` is 0), ``“`` is 2073, ``”`` is
-854, and the special tokens sit at Qwen's ids (``<|endoftext|>`` 151643 ... ``<|video_pad|>`` 151656).
+them: the byte characters are ids 0..255 in GPT-2's byte order, as in Qwen's vocabulary (``!`` is 0),
+``“`` is 2073, ``”`` is 854, and the special tokens sit at Qwen's ids (``<|endoftext|>`` 151643 ...
+``<|video_pad|>`` 151656).
 The other ids up to 151642 are unused placeholders, so the vocabulary has Qwen's size. Text is encoded
 byte by byte except for a handful of merges; it carries no meaning and is only for plumbing checks.
 
@@ -84,25 +85,44 @@ def _tokenizer_json() -> dict:
         "truncation": None,
         "padding": None,
         "added_tokens": [
-            {"id": i, "content": c, "single_word": False, "lstrip": False, "rstrip": False,
-             "normalized": False, "special": True}
+            {
+                "id": i,
+                "content": c,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
             for c, i in SPECIAL_TOKENS.items()
-        ],  # fmt: skip
+        ],
         "normalizer": {"type": "NFC"},
         "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
-                {"type": "Split", "pattern": {"Regex": _PRETOKENIZE}, "behavior": "Isolated", "invert": False},
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": _PRETOKENIZE},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
                 {"type": "ByteLevel", **byte_level},
             ],
         },
         "post_processor": {"type": "ByteLevel", **byte_level},
         "decoder": {"type": "ByteLevel", **byte_level},
         "model": {
-            "type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
-            "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-            "vocab": vocab, "merges": merges,
-        },  # fmt: skip
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": "",
+            "end_of_word_suffix": "",
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": merges,
+        },
     }
 
 
@@ -112,10 +132,16 @@ def write_tiny_qwen_processor(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "tokenizer.json").write_text(json.dumps(_tokenizer_json(), ensure_ascii=False))
     decoder = {
-        str(i): {"content": c, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                 "special": True}
+        str(i): {
+            "content": c,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
         for c, i in SPECIAL_TOKENS.items()
-    }  # fmt: skip
+    }
     (folder / "tokenizer_config.json").write_text(
         json.dumps(
             {
@@ -165,10 +191,14 @@ def load_tiny_qwen_processor(
     cfg.pop("processor_class", None)
     image_processor = image_cls(**cfg)
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
     class _ImageOnlyProcessor(Qwen2_5_VLProcessor):
         def check_argument_for_proper_class(self, attribute_name, arg):  # no video processor here
             return None
 
     return _ImageOnlyProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=CHAT_TEMPLATE
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=None,
+        chat_template=CHAT_TEMPLATE,
     )

@@ -182,8 +182,13 @@ class FluxVAE(nn.Module):
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
 
+    def moments(self, x: Tensor) -> Tensor:
+        """Encoder output (B, 2 z, h, w): posterior mean and log-variance, concatenated."""
+        return self.encoder(x)
+
     def encode(self, x: Tensor, sample: bool = False) -> Tensor:
-        """Images in [-1, 1] -> normalised latents (posterior mean unless ``sample``)."""
+        """Images in [-1, 1] -> normalised latents: the posterior mean, or a posterior sample when
+        ``sample`` (what the release does: ``DiagonalGaussian(sample=True)``; uses torch's global RNG)."""
         mean, logvar = self.encoder(x).chunk(2, dim=1)
         z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn_like(mean) if sample else mean
         return self.config.scale_factor * (z - self.config.shift_factor)
