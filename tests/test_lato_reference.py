@@ -297,7 +297,7 @@ def test_step1x_prefix_is_the_release_prefix() -> None:
 
 @pytest.mark.parametrize("case", range(len(META["text"])), ids=lambda i: META["text"][i]["instruction"][:20])
 def test_text_preprocessing_matches_step1x_edit(case: int, tiny_processor) -> None:
-    """Quotes and apostrophes: Step1X-Edit rewrites ’ ' “ ” to ", tokenises quoted spans per character and
+    """Quotes and apostrophes: Step1X-Edit rewrites ' “ ” to ", tokenises quoted spans per character and
     splices the re-tokenised text after <|vision_end|>; the mask is ``ids > 0``; nothing is dropped but the
     217-token prefix."""
     from hfl.lato.text_encoder import QwenVLTextEncoder
