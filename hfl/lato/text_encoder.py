@@ -112,7 +112,7 @@ def step1x_input_ids(tokenizer: Any, templated: str, input_ids: Tensor) -> Tenso
         ids += each
     old = input_ids[0].tolist()
     if QWEN_VISION_END not in old or QWEN_VISION_END not in ids:
-        raise ValueError("Step1X-Edit preprocessing: no <|vision_end|> token (is this a Qwen2.5-VL tokenizer?)")
+        raise ValueError("Step1X-Edit preprocessing: no <|vision_end|> token (not a Qwen2.5-VL tokenizer?)")
     merged = old[: old.index(QWEN_VISION_END)] + ids[ids.index(QWEN_VISION_END) :]
     return torch.tensor([merged], dtype=input_ids.dtype, device=input_ids.device)
 QWEN_PROCESSOR_FILES = ("tokenizer_config.json", "preprocessor_config.json")
