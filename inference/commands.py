@@ -53,9 +53,10 @@ def make_predictor(kind: str, vlm_path: str = "", engine: str = "transformers", 
 
 
 def _record(
-    req_id: str, src_path: str, out_path: Path, instruction: str, res: Any, seed: int
+    req_id: str, src_path: str, out_path: Path, instruction: str, res: Any, seed: int, guidance: Any = None
 ) -> dict[str, Any]:
     return {
+        "guidance": None if guidance is None else dict(guidance.__dict__),
         "id": req_id,
         "source": str(src_path),
         "output": str(out_path),
@@ -81,24 +82,29 @@ def run_edit(
     predictor_vlm: str = "",
     vlm_engine: str = "transformers",
     steps: int = 28,
-    text_scale: float = 6.0,
-    landmark_scale: float = 4.0,
-    uncond: str = "learned",
+    text_scale: float | None = None,
+    landmark_scale: float | None = None,
+    uncond: str | None = None,
     seed: int = 0,
     limit: int | None = None,
     split: str | None = None,
 ) -> list[dict[str, Any]]:
-    """One edit (``image`` + ``instruction`` -> ``output`` file) or a batch (``batch`` -> ``output`` dir)."""
-    from hfl.lato.sampling import GuidanceConfig
+    """One edit (``image`` + ``instruction`` -> ``output`` file) or a batch (``batch`` -> ``output`` dir).
+
+    Guidance left at None takes the model's default (``hfl.lato.sampling.default_guidance``): the
+    release's (text 4, landmark 1) when no learned unconditional landmark tokens were loaded, LaTo's
+    (text 6, landmark 4, learned) otherwise.
+    """
+    from hfl.lato.sampling import default_guidance
     from inference.batch import EditRequest, iter_requests, read_landmarks
     from inference.face import read_rgb, to_canvas, write_rgb
     from inference.landmark_json import to_grouped
     from inference.pipeline import LaToEditor
 
-    guidance = GuidanceConfig(
-        steps=steps, text_scale=text_scale, landmark_scale=landmark_scale, uncond=uncond
-    )
     editor = LaToEditor(load_model(model), make_predictor(predictor, predictor_vlm, vlm_engine, model.device))
+    guidance = default_guidance(
+        editor.bundle.dit, steps, text_scale=text_scale, landmark_scale=landmark_scale, uncond=uncond
+    )
     if batch is None:
         if image is None or instruction is None:
             raise ValueError("give --image and --instruction, or --batch")
@@ -126,7 +132,7 @@ def run_edit(
         if src_path is None:  # shard input: keep the source next to the edit for hfl eval
             src_path = f"{stem}_source.png"
             write_rgb(src_path, req.image)
-        records.append(_record(req.id, src_path, out_path, req.instruction, res, req.seed))
+        records.append(_record(req.id, src_path, out_path, req.instruction, res, req.seed, guidance))
     jsonl = (out_dir / f"{single.stem}_edit.jsonl") if single else out_dir / "edits.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records

@@ -17,7 +17,7 @@ the DiT and the text encoder; the VAE and the tokenizer stay in float32.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,11 @@ class LaToBundle:
 
     ``offload``: modules stay on the CPU and move to ``device`` only while they run (model-level CPU
     offload: text encoder, then tokenizer, then the DiT for all steps, then the VAE).
+    ``canvas``: ``"square"`` (the source resized to ``height`` x ``width``; hfl-trained runs) or
+    ``"release"`` (the release's aspect-preserving size at about ``height``**2 pixels, sides multiples of
+    16, landmark ids in the release's frame; see ``hfl.lato.canvas``).
+    ``vae_sample``: encode the source with a posterior sample (the release) instead of the mean.
+    ``face``: ``hfl.backends.face.FaceBackendConfig`` fields for finding source landmarks (e.g. FAN).
     """
 
     dit: LaToDiT
@@ -48,6 +53,9 @@ class LaToBundle:
     device: torch.device
     dtype: torch.dtype
     offload: bool = False
+    canvas: str = "square"
+    vae_sample: bool = False
+    face: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> LaToConfig:
@@ -152,4 +160,14 @@ def load_release(
         text_encoder = loaders.load_text_encoder(p(t["path"]), dtype=dt, max_length=t.get("max_length", 640))
     tokenizer = loaders.load_lato_tokenizer(p(cfg["tokenizer"]["path"]))
     size = cfg.get("size", 512)
-    return LaToBundle(dit, vae, text_encoder, tokenizer, int(size), int(size), dev, dt, offload).place()
+    canvas = cfg.get("canvas", "release")
+    if canvas not in ("square", "release"):
+        raise ValueError(f"release config: canvas must be square | release, got {canvas!r}")
+    face = dict(cfg.get("face") or {})
+    if face.get("fan_path"):
+        face["fan_path"] = p(face["fan_path"])
+        face.setdefault("landmarker", "fan")
+    return LaToBundle(
+        dit, vae, text_encoder, tokenizer, int(size), int(size), dev, dt, offload,
+        canvas=canvas, vae_sample=bool(cfg.get("vae_sample", True)), face=face,
+    ).place()  # fmt: skip

@@ -213,3 +213,63 @@ def test_bf16_and_offload_options_run(tiny_run, astronaut: np.ndarray) -> None:
     assert res.image.shape == astronaut.shape and res.image.std() > 0
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
+REFERENCE = Path(__file__).parent / "data" / "reference"
+
+
+def _release_config(tmp_path: Path) -> Path:
+    """A release config over the reference goldens' tiny files (release formats; no learned u_f)."""
+    meta = json.loads((REFERENCE / "goldens.json").read_text())
+    d, v = meta["dit"], meta["vae"]
+    dit_cfg = dict(
+        in_channels=d["in_channels"], vec_in_dim=d["vec_in_dim"], context_in_dim=d["context_in_dim"],
+        hidden_size=d["hidden_size"], num_heads=d["num_heads"], depth=d["depth"],
+        depth_single_blocks=d["depth_single_blocks"], axes_dim=d["axes_dim"], text_dim=meta["text_dim"],
+        connector_heads=meta["connector_heads"], connector_depth=meta["connector_depth"],
+        landmark_dim=meta["tokenizer"]["code_dim"],
+    )  # fmt: skip
+    cfg = {
+        "root": str(REFERENCE),
+        "size": 64,  # size_level: a ~64^2-pixel source keeps the tiny DiT fast
+        "dit": {"path": "dit.safetensors", "landmark_adapter": "landmark_in.pth", "config": dit_cfg},
+        "lora": "lora.safetensors",
+        "vae": {
+            "path": "vae.safetensors",
+            "config": {k: v[k] for k in ("ch", "ch_mult", "num_res_blocks", "z_channels")},
+        },
+        "text_encoder": {"kind": "bytes", "max_length": 16},
+        "tokenizer": {"path": "tokenizer.safetensors"},
+    }
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_hfl_edit_with_release_files_runs_the_release_guidance(astronaut: np.ndarray, tmp_path: Path) -> None:
+    """No guidance flags + release files (no learned unconditional tokens): text CFG 4 with the landmarks
+    in both branches, on the release's aspect-preserving canvas; asking for landmark CFG is an error."""
+    from typer.testing import CliRunner
+
+    from hfl.cli import app
+
+    cfg = _release_config(tmp_path)
+    face = astronaut[20:420, 60:360]  # 300 x 400 (w x h): the release canvas keeps 3:4
+    img = tmp_path / "face.png"
+    cv2.imwrite(str(img), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    lm = tmp_path / "target.json"
+    pts = np.stack([np.linspace(150, 360, 68), np.linspace(140, 400, 68)], 1)
+    lm.write_text(json.dumps({"landmarks": pts.tolist()}))
+    out = tmp_path / "out" / "edit.png"
+    args = ["edit", "--image", str(img), "--instruction", "Make her smile.", "-o", str(out)]
+    args += ["--release", str(cfg), "--landmarks", str(lm), "--steps", "2", "--seed", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out.parent / "edit_edit.jsonl").read_text())
+    assert rec["guidance"]["text_scale"] == 4.0 and rec["guidance"]["landmark_scale"] == 1.0
+    edited = cv2.imread(str(out))
+    assert edited.shape == face.shape
+    res = CliRunner().invoke(app, args + ["--landmark-scale", "4"])
+    assert res.exit_code == 2 and "no learned unconditional landmark tokens" in res.output
+    res = CliRunner().invoke(app, args + ["--landmark-scale", "4", "--uncond", "zero"])
+    assert res.exit_code == 0, res.output

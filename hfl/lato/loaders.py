@@ -7,7 +7,8 @@ Expected layout (as downloaded by the official ``scripts/download_model.sh``)::
     models/LaTo/lato/vae.safetensors         FLUX VAE (BFL key names: encoder.down.0.block.0.norm1.weight)
     models/LaTo/Po_VQVAE/model.safetensors   landmark tokenizer (encoder.*, decoder.*, vq.codebook)
     models/LaTo/lora/lato.safetensors        LoRA, kohya format (lora_unet_<module>.lora_down/lora_up/alpha)
-    landmark_in.pth                          adapter: torch.save({"weight", "bias"})
+    landmark_in.pth                          adapter: torch.save({"weight", "bias"}); in the release's git
+                                             checkout root, beside models/ (its scripts load it from there)
     models/Qwen/Qwen2.5-VL-7B-Instruct/      Hugging Face folder
 
 Every loader fails with ``FileNotFoundError`` naming the missing files, and with ``ValueError`` listing

@@ -186,11 +186,20 @@ class FluxVAE(nn.Module):
         """Encoder output (B, 2 z, h, w): posterior mean and log-variance, concatenated."""
         return self.encoder(x)
 
-    def encode(self, x: Tensor, sample: bool = False) -> Tensor:
+    def encode(self, x: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Tensor:
         """Images in [-1, 1] -> normalised latents: the posterior mean, or a posterior sample when
-        ``sample`` (what the release does: ``DiagonalGaussian(sample=True)``; uses torch's global RNG)."""
+        ``sample`` (what the release does: ``DiagonalGaussian(sample=True)``), with noise from ``generator``
+        (drawn on the CPU) or torch's global RNG."""
         mean, logvar = self.encoder(x).chunk(2, dim=1)
-        z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn_like(mean) if sample else mean
+        if not sample:
+            z = mean
+        else:
+            eps = (
+                torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+                if generator is not None
+                else torch.randn_like(mean)
+            )
+            z = mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * eps
         return self.config.scale_factor * (z - self.config.shift_factor)
 
     def decode(self, z: Tensor) -> Tensor:
