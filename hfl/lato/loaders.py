@@ -220,45 +220,24 @@ def load_lato_tokenizer(
 # ----------------------------------------------------------------------------- VAE
 
 
-def _diffusers_vae_to_bfl(sd: dict[str, Tensor], num_levels: int) -> dict[str, Tensor]:
-    """Rename a diffusers ``AutoencoderKL`` state dict to BFL names (attention linears -> 1x1 convs)."""
-    out: dict[str, Tensor] = {}
-    for k, v in sd.items():
-        n = k
-        n = re.sub(r"^(encoder)\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"\1.down.\2.block.\3.", n)
-        n = re.sub(r"^(encoder)\.down_blocks\.(\d+)\.downsamplers\.0\.", r"\1.down.\2.downsample.", n)
-        m = re.match(r"^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.*)$", n)
-        if m:
-            level = num_levels - 1 - int(m.group(1))
-            n = (
-                f"decoder.up.{level}.block.{m.group(3)}.{m.group(4)}"
-                if m.group(2) == "resnets"
-                else f"decoder.up.{level}.upsample.{m.group(4)}"
-            )
-        n = re.sub(r"\.mid_block\.resnets\.(\d+)\.", lambda mm: f".mid.block_{int(mm.group(1)) + 1}.", n)
-        n = n.replace(".mid_block.attentions.0.", ".mid.attn_1.")
-        n = n.replace("attn_1.group_norm.", "attn_1.norm.").replace("attn_1.to_q.", "attn_1.q.")
-        n = n.replace("attn_1.to_k.", "attn_1.k.").replace("attn_1.to_v.", "attn_1.v.")
-        n = n.replace("attn_1.to_out.0.", "attn_1.proj_out.")
-        n = n.replace(".conv_shortcut.", ".nin_shortcut.").replace(".conv_norm_out.", ".norm_out.")
-        if ".attn_1." in n and n.endswith("weight") and v.ndim == 2:
-            v = v[:, :, None, None]
-        out[n] = v
-    return out
-
-
 def load_flux_vae(
     path: str | Path, config: VAEConfig | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu"
 ) -> FluxVAE:
-    """FLUX VAE from BFL / Step1X-Edit ``vae.safetensors`` or a diffusers ``AutoencoderKL`` folder/file."""
+    """FLUX VAE from BFL / Step1X-Edit ``vae.safetensors`` (converted with diffusers' own LDM-VAE
+    converter) or a diffusers ``AutoencoderKL`` folder/file."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
     sd = read_state_dict(path, "FLUX VAE")
     config = config or VAEConfig()
-    if any(k.startswith("encoder.down_blocks.") for k in sd):
-        sd = _diffusers_vae_to_bfl(sd, len(config.ch_mult))
-    sd = {k: v.to(dtype) for k, v in sd.items()}
     with torch.device("meta"):
         model = FluxVAE(config)
-    _load_into(model, sd, f"FLUX VAE {path}")
+    if any(k.startswith("encoder.down.") for k in sd):
+        try:
+            sd = convert_ldm_vae_checkpoint(sd, model.ae.config)
+        except (KeyError, IndexError) as e:
+            raise ValueError(f"FLUX VAE {path}: not a BFL/LDM autoencoder checkpoint ({e!r})") from e
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    _load_into(model.ae, sd, f"FLUX VAE {path}")
     return model.to(device).eval()
 
 

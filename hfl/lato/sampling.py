@@ -1,8 +1,10 @@
 """Rectified-flow sampling with landmark-aware classifier-free guidance (paper Sec. 3.2.2, App. C.6).
 
 Schedule (FLUX / Step1X-Edit): ``steps + 1`` flow times from 1 (noise) to 0 (image), optionally shifted
-towards noise by ``mu`` (``time_shift``); the resolution-dependent ``mu`` is linear in the number of packed
-image tokens (256 tokens -> 0.5, 4096 tokens -> 1.15). Euler steps: ``x <- x + (t_next - t) * v``.
+towards noise by ``mu`` (``e^mu / (e^mu + 1/t - 1)``); the resolution-dependent ``mu`` is linear in the
+number of packed image tokens (256 tokens -> 0.5, 4096 tokens -> 1.15). diffusers'
+``FlowMatchEulerDiscreteScheduler`` computes it (:func:`schedule`).
+Euler steps: ``x <- x + (t_next - t) * v``.
 
 Guidance. With text condition ``c_t`` (the instruction), the empty prompt ``0_t``, landmark tokens ``c_f``
 and the *learned unconditional landmark tokens* ``u_f`` (``LaToDiT.landmark_uncond``), the velocity is::
@@ -24,7 +26,6 @@ the release's guidance by default (:func:`default_guidance`), and asking it for 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,22 +74,29 @@ def default_guidance(dit: torch.nn.Module, steps: int = 28, **overrides: Any) ->
     return GuidanceConfig(**{**base.__dict__, **fields})
 
 
-def time_shift(mu: float, sigma: float, t: Tensor) -> Tensor:
-    """FLUX time shift: ``e^mu / (e^mu + (1/t - 1)^sigma)``."""
-    return math.exp(mu) / (math.exp(mu) + (1 / t - 1) ** sigma)
-
-
 def schedule(
     steps: int, image_seq_len: int, base_shift: float = 0.5, max_shift: float = 1.15, shift: bool = True
 ) -> list[float]:
-    """``steps + 1`` flow times from 1 to 0 (FLUX ``get_schedule``)."""
-    ts = torch.linspace(1, 0, steps + 1, dtype=torch.float64)
-    if shift:
-        m = (max_shift - base_shift) / (4096 - 256)
-        mu = m * image_seq_len + (base_shift - m * 256)
-        inner = time_shift(mu, 1.0, ts[1:-1])
-        ts = torch.cat([ts[:1], inner, ts[-1:]])
-    return [float(t) for t in ts]
+    """``steps + 1`` flow times from 1 to 0: FLUX's ``get_schedule`` (the release's ``sampling.py``), run
+    as ``diffusers.FlowMatchEulerDiscreteScheduler`` with dynamic (exponential) shifting and FLUX's sigmas
+    ``linspace(1, 1/steps, steps)``; equal to the release's to 1.2e-7 (reference goldens)."""
+    import numpy as np
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    sched = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=shift,
+        base_shift=base_shift,
+        max_shift=max_shift,
+        base_image_seq_len=256,
+        max_image_seq_len=4096,
+        time_shift_type="exponential",
+    )
+    m = (max_shift - base_shift) / (4096 - 256)
+    mu = m * image_seq_len + (base_shift - m * 256)
+    sched.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), mu=mu if shift else None)
+    return [float(t) for t in sched.sigmas]
 
 
 def combine(
