@@ -27,8 +27,8 @@ class ModelArgs:
 def load_model(args: ModelArgs) -> Any:
     import torch
 
+    from hfl.recipes import load_recipe
     from inference.model import load_release, load_run
-    from training.common import load_recipe
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -96,9 +96,9 @@ def run_edit(
     (text 6, landmark 4, learned) otherwise.
     """
     from hfl.lato.sampling import default_guidance
+    from hfl.predictor.landmark_json import to_grouped
     from inference.batch import EditRequest, iter_requests, read_landmarks
     from inference.face import read_rgb, to_canvas, write_rgb
-    from inference.landmark_json import to_grouped
     from inference.pipeline import LaToEditor
 
     editor = LaToEditor(load_model(model), make_predictor(predictor, predictor_vlm, vlm_engine, model.device))

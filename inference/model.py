@@ -4,7 +4,7 @@ local paths (``inference/lato_release.yaml``; layout in ``hfl.lato.loaders``).
 A *tiny run* (``training/lato_tiny.yaml``) keeps only the trainable tensors (``export/lora.safetensors``,
 ``export/landmark_in.safetensors``, ``export/landmark_uncond.safetensors``); the frozen parts it trained
 against (random tiny DiT base, VAE, byte text encoder, tokenizer) are rebuilt exactly as the trainer did:
-``accelerate.utils.set_seed(train.seed)`` and then ``training.lato.build_parts(recipe)``. The LoRA is
+``accelerate.utils.set_seed(train.seed)`` and then ``hfl.lato.build.build_parts(recipe)``. The LoRA is
 merged into the base weights (kohya format, ``alpha / r`` scale).
 
 A *release config* names files: ``dit.path`` (Step1X-Edit / ``lato.safetensors``), ``dit.landmark_adapter``
@@ -109,13 +109,11 @@ def load_run(
     from accelerate.utils import set_seed
 
     from hfl.lato import loaders
-    from training.common import TrainArgs
-    from training.lato import build_parts
+    from hfl.lato.build import build_parts
 
     export = Path(run_dir) / "export"
     loaders.require_files(export, ["lora.safetensors"], f"LaTo run {run_dir}")
-    args = TrainArgs.from_dict(recipe.get("train", {}))
-    set_seed(args.seed)
+    set_seed(int((recipe.get("train") or {}).get("seed", 0)))  # training.common.TrainArgs.seed's default
     parts = build_parts(recipe)
     loaders.merge_kohya_lora(parts.dit, export / "lora.safetensors")
     if parts.config.landmark_mode == "tokens":

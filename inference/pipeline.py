@@ -83,7 +83,7 @@ class LaToEditor:
     """
 
     def __init__(self, bundle: LaToBundle, predictor: Any = None, faces: FaceFinder | None = None) -> None:
-        from inference.geometric import GeometricPredictor
+        from hfl.predictor.geometric import GeometricPredictor
 
         self.bundle = bundle
         self.predictor = predictor or GeometricPredictor()

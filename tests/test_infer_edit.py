@@ -273,3 +273,21 @@ def test_hfl_edit_with_release_files_runs_the_release_guidance(astronaut: np.nda
     assert res.exit_code == 2 and "no learned unconditional landmark tokens" in res.output
     res = CliRunner().invoke(app, args + ["--landmark-scale", "4", "--uncond", "zero"])
     assert res.exit_code == 0, res.output
+
+
+def test_inference_and_training_never_import_each_other() -> None:
+    """Shared pieces live in hfl/ (hfl.lato.build, hfl.recipes, hfl.predictor): one direction of imports."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    bad = []
+    for pkg, other in (("inference", "training"), ("training", "inference")):
+        for path in sorted((root / pkg).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                bad += [f"{path.name}: {n}" for n in names if n == other or n.startswith(other + ".")]
+    assert not bad, bad

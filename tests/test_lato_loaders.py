@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from hfl.lato import loaders
 from hfl.lato.dit import LaToConfig, LaToDiT
 from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
-from hfl.lato.vae import FluxVAE, VAEConfig
+from hfl.lato.vae import VAEConfig
 
 # Key names as they appear in the released files (Step1X-Edit i1258 / LaTo lato.safetensors, BFL ae).
 STEP1X_KEYS = [
