@@ -110,7 +110,9 @@ def load_run(
 
     from hfl.lato import loaders
     from hfl.lato.build import build_parts
+    from hfl.recipes import validate_lato_recipe
 
+    validate_lato_recipe(recipe)
     export = Path(run_dir) / "export"
     loaders.require_files(export, ["lora.safetensors"], f"LaTo run {run_dir}")
     set_seed(int((recipe.get("train") or {}).get("seed", 0)))  # training.common.TrainArgs.seed's default
@@ -135,7 +137,9 @@ def load_release(
     from hfl.lato import loaders
     from hfl.lato.text_encoder import ByteTextEncoder
     from hfl.lato.vae import VAEConfig
+    from hfl.recipes import validate_release_config
 
+    validate_release_config(cfg)
     dev = torch.device(device)
     dt = resolve_dtype(dtype, dev)
     base = Path(cfg.get("root", "."))

@@ -291,3 +291,51 @@ def test_inference_and_training_never_import_each_other() -> None:
                     names = [node.module]
                 bad += [f"{path.name}: {n}" for n in names if n == other or n.startswith(other + ".")]
     assert not bad, bad
+
+
+def test_recipes_are_validated_before_any_work(tmp_path: Path) -> None:
+    """Unknown keys and wrong types in a LaTo recipe or a release config: one error listing them all."""
+    from hfl.recipes import RecipeError, load_recipe, validate_lato_recipe, validate_release_config
+    from inference.commands import ModelArgs, load_model
+
+    for name in ("lato.yaml", "lato_tiny.yaml"):
+        validate_lato_recipe(load_recipe(RECIPE.parent / name))
+    root = Path(__file__).resolve().parents[1]
+    validate_release_config(load_recipe(root / "inference" / "lato_release.yaml"))
+    bad = yaml.safe_load(RECIPE.read_text())
+    bad["timestep_shfit"] = 2.0
+    bad["lora"]["rank"] = "eight"
+    bad["dit"]["config"]["hiden_size"] = 64
+    with pytest.raises(RecipeError) as err:
+        validate_lato_recipe(bad)
+    msg = str(err.value)
+    assert "timestep_shfit: unknown key (did you mean 'timestep_shift'?)" in msg
+    assert "lora.rank: expected int" in msg and "dit.config" in msg and "hiden_size" in msg
+    cfg = yaml.safe_load(_release_config(tmp_path).read_text())
+    cfg["canvs"] = "release"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(RecipeError, match="canvs: unknown key"):
+        load_model(ModelArgs(release=str(tmp_path / "bad.yaml")))
+
+
+def test_release_face_config_runs_fan_on_the_bgr_canvas(tmp_path: Path) -> None:
+    """face.fan_path (relative to root) selects FAN; it sees the 512 canvas in BGR order, as the release."""
+    from inference.commands import ModelArgs, load_model
+    from inference.pipeline import LaToEditor
+
+    cfg = yaml.safe_load(_release_config(tmp_path).read_text())
+    cfg["face"] = {"fan_path": "2DFAN4.zip"}
+    (tmp_path / "fan.yaml").write_text(yaml.safe_dump(cfg))
+    bundle = load_model(ModelArgs(release=str(tmp_path / "fan.yaml")))
+    assert bundle.face == {"fan_path": str(REFERENCE / "2DFAN4.zip"), "landmarker": "fan"}
+    assert bundle.canvas == "release" and bundle.vae_sample
+
+    class Recorder:
+        def find(self, image):
+            self.seen = image
+            return None
+
+    rec = Recorder()
+    canvas = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    assert LaToEditor(bundle, faces=rec).source_landmarks(canvas) is None
+    assert np.array_equal(rec.seen, canvas[..., ::-1])

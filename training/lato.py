@@ -181,6 +181,9 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from hfl.recipes import validate_lato_recipe
+
+    validate_lato_recipe(cfg)  # unknown keys / wrong types fail here, before any work
     args = TrainArgs.from_dict(cfg.get("train", {}))
     args.apply_threads()
     data, lora_cfg = cfg.get("data", {}), cfg.get("lora", {})
