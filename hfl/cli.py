@@ -159,14 +159,15 @@ def edit(
     Example: hfl edit --image face.jpg --instruction "Turn his head 30° left." -o out.png
              --run runs/lato-tiny --recipe training/lato_tiny.yaml --steps 8
     """
-    from inference.commands import ModelArgs, run_edit
+    from inference.commands import EditInputs, GuidanceArgs, ModelArgs, PredictorArgs, run_edit
 
-    margs = ModelArgs(run, recipe, release, weights, device, dtype, offload, threads)
     try:
         records = run_edit(
-            margs, output, image, instruction, landmarks, batch, use_target_landmarks, predictor,
-            predictor_vlm, vlm_engine, steps, text_scale, landmark_scale, uncond, seed, limit, split,
-        )  # fmt: skip
+            ModelArgs(run, recipe, release, weights, device, dtype, offload, threads),
+            EditInputs(output, image, instruction, landmarks, batch, use_target_landmarks, split, limit),
+            GuidanceArgs(steps, text_scale, landmark_scale, uncond, seed),
+            PredictorArgs(predictor, predictor_vlm, vlm_engine),
+        )
     except (ValueError, FileNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
