@@ -1,7 +1,8 @@
 """YAML recipes (``hfl train`` / ``hfl edit``) with ``a.b.c=value`` overrides, and the LaTo recipes as
 dataclasses checked before any work (unknown keys and wrong types are errors listing every problem):
-:class:`LaToRecipe` (``hfl train lato``, a run's recipe for ``hfl edit --run``) and :class:`ReleaseConfig`
-(``inference/lato_release.yaml``)."""
+:class:`LaToRecipe` (``hfl train lato``, a run's recipe for ``hfl edit --run``), :class:`ReleaseConfig`
+(``inference/lato_release.yaml``), :class:`TokenizerRecipe`, :class:`PredictorRecipe` and
+:class:`CaptionerRecipe` (:func:`validate_recipe`)."""
 
 from __future__ import annotations
 
@@ -125,6 +126,95 @@ class ReleaseConfig:
     tokenizer: FileSection = field(default_factory=FileSection)
 
 
+@dataclass
+class TokenizerDataSection:
+    """``data`` of ``hfl train tokenizer``: frame and/or pair shards, face-crop augmentation."""
+
+    train: str | list | None = None
+    eval: str | list | None = None
+    crop_scale: list = field(default_factory=lambda: [1.6, 2.2])
+    jitter: float = 0.05
+    flip_prob: float = 0.0
+
+
+@dataclass
+class TokenizerRecipe:
+    """``hfl train tokenizer`` recipe (``training/tokenizer*.yaml``); ``model``: TokenizerConfig fields."""
+
+    output_dir: str = "runs/tokenizer"
+    data: TokenizerDataSection = field(default_factory=TokenizerDataSection)
+    model: dict = field(default_factory=dict)
+    resume: bool = True
+    train: dict = field(default_factory=dict)
+
+
+@dataclass
+class VlmModelSection:
+    """``model`` of the VLM fine-tunes: a local Qwen-VL folder ("" = tiny random), dtype, device."""
+
+    path: str = ""
+    dtype: str = "float32"
+    device: str = "cpu"
+    max_pixels: int = 0
+
+
+@dataclass
+class VlmLoraSection:
+    """``lora`` of the VLM fine-tunes (peft)."""
+
+    rank: int = 16
+    alpha: float | None = None
+    dropout: float = 0.0
+    target_modules: list | str | None = None
+
+
+@dataclass
+class PredictorDataSection:
+    """``data`` of ``hfl train predictor``: pair-shard folders, optional limit, keep the SFT examples."""
+
+    train: str | list | None = None
+    limit: int | None = None
+    write_examples: bool = True
+
+
+@dataclass
+class PredictorRecipe:
+    """``hfl train predictor`` recipe (``training/predictor*.yaml``)."""
+
+    output_dir: str = "runs/predictor"
+    model: VlmModelSection = field(default_factory=VlmModelSection)
+    data: PredictorDataSection = field(default_factory=PredictorDataSection)
+    lora: VlmLoraSection = field(default_factory=VlmLoraSection)
+    gradient_checkpointing: bool = False
+    max_length: int = 4096
+    merge: bool = False
+    resume: bool = True
+    train: dict = field(default_factory=dict)
+
+
+@dataclass
+class CaptionerDataSection:
+    """``data`` of ``hfl train captioner``: an ``hfl annotate export`` folder."""
+
+    export: str | None = None
+
+
+@dataclass
+class CaptionerRecipe:
+    """``hfl train captioner`` recipe (``training/captioner.yaml``)."""
+
+    output_dir: str = "runs/captioner"
+    model: VlmModelSection = field(default_factory=VlmModelSection)
+    data: CaptionerDataSection = field(default_factory=CaptionerDataSection)
+    lora: VlmLoraSection = field(default_factory=VlmLoraSection)
+    gradient_checkpointing: bool = False
+    max_length: int = 4096
+    merge: bool = False
+    eval: bool = True
+    resume: bool = True
+    train: dict = field(default_factory=dict)
+
+
 def _check(value: Any, tp: Any) -> bool:
     if tp is Any:
         return True
@@ -216,3 +306,32 @@ def validate_release_config(cfg: dict[str, Any]) -> ReleaseConfig:
     if errors:
         raise RecipeError("release config:\n  " + "\n  ".join(errors))
     return rc
+
+
+def validate_recipe(kind: str, cfg: dict[str, Any]) -> Any:
+    """Any ``hfl train`` recipe (``kind``: tokenizer | lato | predictor | captioner) as its dataclass."""
+    if kind == "lato":
+        return validate_lato_recipe(cfg)
+    classes = {"tokenizer": TokenizerRecipe, "predictor": PredictorRecipe, "captioner": CaptionerRecipe}
+    if kind not in classes:
+        raise ValueError(f"recipe kind: tokenizer | lato | predictor | captioner, got {kind!r}")
+    errors: list[str] = []
+    recipe = _build(classes[kind], cfg, "", errors)
+    if kind == "tokenizer":
+        from hfl.lato.tokenizer import TokenizerConfig
+
+        try:
+            TokenizerConfig.from_dict(recipe.model)
+        except (TypeError, ValueError) as e:
+            errors.append(f"model: {e}")
+        if not recipe.data.train:
+            errors.append("data.train: required (frame and/or pair shard folders)")
+    elif kind == "predictor" and not recipe.data.train:
+        errors.append("data.train: required (pair shard folders)")
+    elif kind == "captioner" and not recipe.data.export:
+        errors.append("data.export: required (an hfl annotate export folder)")
+    if kind != "tokenizer" and recipe.model.dtype not in ("float32", "bfloat16"):
+        errors.append(f"model.dtype: float32 | bfloat16, got {recipe.model.dtype!r}")
+    if errors:
+        raise RecipeError(f"{kind} recipe:\n  " + "\n  ".join(errors))
+    return recipe

@@ -295,11 +295,20 @@ def test_inference_and_training_never_import_each_other() -> None:
 
 def test_recipes_are_validated_before_any_work(tmp_path: Path) -> None:
     """Unknown keys and wrong types in a LaTo recipe or a release config: one error listing them all."""
-    from hfl.recipes import RecipeError, load_recipe, validate_lato_recipe, validate_release_config
+    from hfl.recipes import (
+        RecipeError,
+        load_recipe,
+        validate_lato_recipe,
+        validate_recipe,
+        validate_release_config,
+    )
     from inference.commands import ModelArgs, load_model
 
-    for name in ("lato.yaml", "lato_tiny.yaml"):
-        validate_lato_recipe(load_recipe(RECIPE.parent / name))
+    for path in sorted(RECIPE.parent.glob("*.yaml")):  # every shipped recipe is valid
+        kind = next(k for k in ("lato", "tokenizer", "predictor", "captioner") if path.stem.startswith(k))
+        validate_recipe(kind, load_recipe(path))
+    with pytest.raises(RecipeError, match="data.jiter: unknown key"):
+        validate_recipe("tokenizer", {"data": {"train": "x", "jiter": 0.1}})
     root = Path(__file__).resolve().parents[1]
     validate_release_config(load_recipe(root / "inference" / "lato_release.yaml"))
     bad = yaml.safe_load(RECIPE.read_text())

@@ -99,6 +99,9 @@ def evaluate_captioner(
 
 def train_captioner(cfg: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune on ``data.export``'s train split; with ``merge`` and ``eval``, score the eval split."""
+    from hfl.recipes import validate_recipe
+
+    validate_recipe("captioner", cfg)  # unknown keys / wrong types fail here, before any work
     export = cfg["data"]["export"]
     summary = sft(cfg, caption_examples(export, "train"))
     out = Path(cfg.get("output_dir", "runs/captioner"))

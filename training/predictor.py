@@ -193,6 +193,9 @@ def sft(cfg: dict[str, Any], examples: list[SftExample]) -> dict[str, Any]:
 
 def train_predictor(cfg: dict[str, Any]) -> dict[str, Any]:
     """Build CoT examples from ``data.train`` shard folders and fine-tune (see the module docstring)."""
+    from hfl.recipes import validate_recipe
+
+    validate_recipe("predictor", cfg)  # unknown keys / wrong types fail here, before any work
     data = cfg.get("data", {})
     dirs = data["train"] if isinstance(data.get("train"), list) else [data["train"]]
     examples = list(pair_examples(dirs, data.get("limit")))
