@@ -38,8 +38,8 @@ def main() -> None:
     import torch
 
     from hfl.backends.vlm import VlmBackendConfig
+    from hfl.predictor.geometric import GeometricPredictor
     from inference.face import FaceFinder
-    from inference.geometric import GeometricPredictor
     from inference.vlm_predictor import VlmPredictor
 
     torch.set_num_threads(1)

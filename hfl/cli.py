@@ -132,9 +132,17 @@ def edit(
     predictor_vlm: Annotated[str, typer.Option(help="Local Qwen-VL folder of the VLM predictor")] = "",
     vlm_engine: Annotated[str, typer.Option(help="transformers | vllm")] = "transformers",
     steps: Annotated[int, typer.Option(help="Rectified-flow sampling steps")] = 28,
-    text_scale: Annotated[float, typer.Option(help="Text guidance scale s_t (1 = off)")] = 6.0,
-    landmark_scale: Annotated[float, typer.Option(help="Landmark guidance scale s_f (1 = off)")] = 4.0,
-    uncond: Annotated[str, typer.Option(help="Unconditional landmark branch: learned | zero")] = "learned",
+    text_scale: Annotated[
+        float | None,
+        typer.Option(help="Text guidance s_t (1 = off). Default: 6, or the release's 4 without learned u_f"),
+    ] = None,
+    landmark_scale: Annotated[
+        float | None,
+        typer.Option(help="Landmark guidance s_f (1 = off). Default: 4, or 1 without learned u_f (release)"),
+    ] = None,
+    uncond: Annotated[
+        str | None, typer.Option(help="Unconditional landmark branch: learned (default) | zero")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Noise seed (single mode; batch rows carry their own)")] = 0,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on CUDA) | float32 | bfloat16 | float16")] = "auto",
@@ -151,14 +159,15 @@ def edit(
     Example: hfl edit --image face.jpg --instruction "Turn his head 30° left." -o out.png
              --run runs/lato-tiny --recipe training/lato_tiny.yaml --steps 8
     """
-    from inference.commands import ModelArgs, run_edit
+    from inference.commands import EditInputs, GuidanceArgs, ModelArgs, PredictorArgs, run_edit
 
-    margs = ModelArgs(run, recipe, release, weights, device, dtype, offload, threads)
     try:
         records = run_edit(
-            margs, output, image, instruction, landmarks, batch, use_target_landmarks, predictor,
-            predictor_vlm, vlm_engine, steps, text_scale, landmark_scale, uncond, seed, limit, split,
-        )  # fmt: skip
+            ModelArgs(run, recipe, release, weights, device, dtype, offload, threads),
+            EditInputs(output, image, instruction, landmarks, batch, use_target_landmarks, split, limit),
+            GuidanceArgs(steps, text_scale, landmark_scale, uncond, seed),
+            PredictorArgs(predictor, predictor_vlm, vlm_engine),
+        )
     except (ValueError, FileNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None

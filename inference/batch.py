@@ -13,29 +13,18 @@ build's ``manifest.parquet`` (optionally one split), or from a folder of HFL pai
 
 from __future__ import annotations
 
-import glob
 import json
-import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from inference.face import read_rgb
-from inference.landmark_json import parse_landmarks
+from hfl.predictor.canvas import read_rgb
+from hfl.predictor.landmark_json import parse_landmarks
+from hfl.predictor.shards import EditRequest, iter_shards
 
-
-@dataclass
-class EditRequest:
-    id: str
-    image: np.ndarray
-    instruction: str
-    landmarks: np.ndarray | None = None  # target, 512 canvas
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["EditRequest", "iter_jsonl", "iter_requests", "iter_shards", "read_landmarks"]
 
 
 def read_landmarks(value: Any, base: Path | None = None) -> np.ndarray:
@@ -64,37 +53,6 @@ def iter_jsonl(path: str | Path) -> Iterator[EditRequest]:
         lm = read_landmarks(row["landmarks"], base) if row.get("landmarks") is not None else None
         rid, seed = str(row.get("id", f"{n:05d}")), int(row.get("seed", 0))
         yield EditRequest(rid, read_rgb(str(img)), row["instruction"], lm, seed, {"image_path": str(img)})
-
-
-def iter_shards(folder: str | Path, use_target_landmarks: bool = False) -> Iterator[EditRequest]:
-    """Pair samples of ``folder/*.tar`` as edit requests (target image kept in ``extra['target']``)."""
-    for path in sorted(glob.glob(str(Path(folder) / "*.tar"))):
-        with tarfile.open(path) as tar:
-            groups: dict[str, dict[str, bytes]] = {}
-            for m in tar.getmembers():
-                if m.isfile():
-                    key, _, ext = m.name.partition(".")
-                    groups.setdefault(key, {})[ext] = tar.extractfile(m).read()
-        for key, s in groups.items():
-            if not {"src.jpg", "json"} <= set(s):
-                continue
-            src = cv2.cvtColor(
-                cv2.imdecode(np.frombuffer(s["src.jpg"], np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
-            )
-            meta = json.loads(s["json"])
-            h, w = src.shape[:2]
-            scale = np.array([512.0 / w, 512.0 / h])
-            tgt = np.asarray(meta["tgt"]["landmarks"], np.float64) * scale
-            extra: dict[str, Any] = {
-                "source_landmarks": np.asarray(meta["src"]["landmarks"], np.float64) * scale,
-                "gt_target_landmarks": tgt,
-                "edit": meta.get("edit", {}),
-            }
-            if "tgt.jpg" in s:
-                img = cv2.imdecode(np.frombuffer(s["tgt.jpg"], np.uint8), cv2.IMREAD_COLOR)
-                extra["target"] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-            txt = s.get("txt", b"").decode("utf-8")
-            yield EditRequest(key, src, txt, tgt if use_target_landmarks else None, 0, extra)
 
 
 def iter_manifest(

@@ -27,8 +27,8 @@ class ModelArgs:
 def load_model(args: ModelArgs) -> Any:
     import torch
 
+    from hfl.recipes import load_recipe
     from inference.model import load_release, load_run
-    from training.common import load_recipe
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -53,9 +53,10 @@ def make_predictor(kind: str, vlm_path: str = "", engine: str = "transformers", 
 
 
 def _record(
-    req_id: str, src_path: str, out_path: Path, instruction: str, res: Any, seed: int
+    req_id: str, src_path: str, out_path: Path, instruction: str, res: Any, seed: int, guidance: Any = None
 ) -> dict[str, Any]:
     return {
+        "guidance": None if guidance is None else dict(guidance.__dict__),
         "id": req_id,
         "source": str(src_path),
         "output": str(out_path),
@@ -69,54 +70,81 @@ def _record(
     }
 
 
+@dataclass
+class GuidanceArgs:
+    """Sampling settings of ``hfl edit``; None takes the model's default (``default_guidance``: the
+    release's text 4 / landmark 1 when no learned unconditional landmark tokens were loaded, LaTo's
+    text 6 / landmark 4 / learned otherwise)."""
+
+    steps: int = 28
+    text_scale: float | None = None
+    landmark_scale: float | None = None
+    uncond: str | None = None
+    seed: int = 0
+
+    def resolve(self, dit: Any) -> Any:
+        from hfl.lato.sampling import default_guidance
+
+        scales = dict(text_scale=self.text_scale, landmark_scale=self.landmark_scale, uncond=self.uncond)
+        return default_guidance(dit, self.steps, **scales)
+
+
+@dataclass
+class PredictorArgs:
+    """Target-landmark predictor: ``geometric`` (offline) or ``vlm`` (local Qwen-VL folder, engine)."""
+
+    kind: str = "geometric"
+    vlm_path: str = ""
+    engine: str = "transformers"
+
+
+@dataclass
+class EditInputs:
+    """What to edit and where to write: one image + instruction (+ target landmarks), or a batch."""
+
+    output: Path
+    image: Path | None = None
+    instruction: str | None = None
+    landmarks: str | None = None
+    batch: Path | None = None
+    use_target_landmarks: bool = False
+    split: str | None = None
+    limit: int | None = None
+
+
 def run_edit(
     model: ModelArgs,
-    output: Path,
-    image: Path | None = None,
-    instruction: str | None = None,
-    landmarks: str | None = None,
-    batch: Path | None = None,
-    use_target_landmarks: bool = False,
-    predictor: str = "geometric",
-    predictor_vlm: str = "",
-    vlm_engine: str = "transformers",
-    steps: int = 28,
-    text_scale: float = 6.0,
-    landmark_scale: float = 4.0,
-    uncond: str = "learned",
-    seed: int = 0,
-    limit: int | None = None,
-    split: str | None = None,
+    inputs: EditInputs,
+    guidance: GuidanceArgs | None = None,
+    predictor: PredictorArgs | None = None,
 ) -> list[dict[str, Any]]:
-    """One edit (``image`` + ``instruction`` -> ``output`` file) or a batch (``batch`` -> ``output`` dir)."""
-    from hfl.lato.sampling import GuidanceConfig
+    """One edit (``inputs.image`` + ``instruction`` -> ``output`` file) or a batch (``batch`` -> ``output``
+    dir), with the model, guidance and predictor settings as groups."""
+    from hfl.predictor.landmark_json import to_grouped
     from inference.batch import EditRequest, iter_requests, read_landmarks
     from inference.face import read_rgb, to_canvas, write_rgb
-    from inference.landmark_json import to_grouped
     from inference.pipeline import LaToEditor
 
-    guidance = GuidanceConfig(
-        steps=steps, text_scale=text_scale, landmark_scale=landmark_scale, uncond=uncond
-    )
-    editor = LaToEditor(load_model(model), make_predictor(predictor, predictor_vlm, vlm_engine, model.device))
-    if batch is None:
-        if image is None or instruction is None:
+    ga, pa, x = guidance or GuidanceArgs(), predictor or PredictorArgs(), inputs
+    if ga.uncond is not None and ga.uncond not in ("learned", "zero"):
+        raise ValueError(f"--uncond: learned | zero, got {ga.uncond!r}")
+    editor = LaToEditor(load_model(model), make_predictor(pa.kind, pa.vlm_path, pa.engine, model.device))
+    g = ga.resolve(editor.bundle.dit)
+    if x.batch is None:
+        if x.image is None or x.instruction is None:
             raise ValueError("give --image and --instruction, or --batch")
-        lm = read_landmarks(landmarks) if landmarks else None
-        reqs = [
-            EditRequest(
-                Path(image).stem, read_rgb(str(image)), instruction, lm, seed, {"image_path": str(image)}
-            )
-        ]
-        out_dir, single = Path(output).parent, Path(output)
+        lm = read_landmarks(x.landmarks) if x.landmarks else None
+        src = str(x.image)
+        reqs = [EditRequest(Path(src).stem, read_rgb(src), x.instruction, lm, ga.seed, {"image_path": src})]
+        out_dir, single = Path(x.output).parent, Path(x.output)
     else:
-        reqs, out_dir, single = iter_requests(batch, use_target_landmarks, split), Path(output), None
+        reqs, out_dir, single = iter_requests(x.batch, x.use_target_landmarks, x.split), Path(x.output), None
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for i, req in enumerate(reqs):
-        if limit is not None and i >= limit:
+        if x.limit is not None and i >= x.limit:
             break
-        res = editor.edit(req.image, req.instruction, req.landmarks, guidance, req.seed)
+        res = editor.edit(req.image, req.instruction, req.landmarks, g, req.seed)
         out_path = single or out_dir / f"{req.id}.png"
         write_rgb(str(out_path), res.image)
         stem = out_path.with_suffix("")
@@ -126,7 +154,7 @@ def run_edit(
         if src_path is None:  # shard input: keep the source next to the edit for hfl eval
             src_path = f"{stem}_source.png"
             write_rgb(src_path, req.image)
-        records.append(_record(req.id, src_path, out_path, req.instruction, res, req.seed))
+        records.append(_record(req.id, src_path, out_path, req.instruction, res, req.seed, g))
     jsonl = (out_dir / f"{single.stem}_edit.jsonl") if single else out_dir / "edits.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in records))
     return records

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from hfl.backends.base import FaceBox
 from hfl.backends.face import FaceBackendConfig, load_detector, load_landmarker
+from hfl.predictor.canvas import CANVAS, read_rgb, to_canvas, write_rgb
 
-CANVAS = 512
+__all__ = ["CANVAS", "CanvasFace", "FaceFinder", "read_rgb", "to_canvas", "write_rgb"]
 
 
 @dataclass
@@ -45,22 +45,3 @@ class FaceFinder:
         if found is None:
             raise ValueError("no face found in the image")
         return CanvasFace(canvas, found[0], found[1])
-
-
-def to_canvas(image: np.ndarray, size: int = CANVAS) -> np.ndarray:
-    """RGB image resized to size x size (area interpolation when shrinking)."""
-    h, w = image.shape[:2]
-    interp = cv2.INTER_AREA if max(h, w) > size else cv2.INTER_CUBIC
-    return np.ascontiguousarray(cv2.resize(image, (size, size), interpolation=interp))
-
-
-def read_rgb(path: str) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {path}")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
-def write_rgb(path: str, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise ValueError(f"cannot write image {path}")

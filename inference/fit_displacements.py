@@ -6,7 +6,8 @@ rigid prediction, and the residual in the rigid face frame is the expression dis
 edit cell (edit.expression / edit.intensity). Cells are averaged and shrunk towards the hand-set prior:
 ``D = (sum of residuals + k * prior) / (n + k)``.
 
-    python -m inference.fit_displacements demo-out/shards/train --out inference/expression_displacements.json
+    python -m inference.fit_displacements demo-out/shards/train \
+        --out hfl/predictor/expression_displacements.json
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hfl.face3d import face_frame, fit_face, to_frame
-from inference.geometric import TABLE_PATH, cell_key, prior_displacement, turn_from_pose
+from hfl.predictor.geometric import TABLE_PATH, cell_key, prior_displacement, turn_from_pose
 
 
 def procrustes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -90,7 +91,7 @@ def fit_table(shard_dirs: list[str], k: float = 3.0) -> dict:
         "source": [str(d) for d in shard_dirs],
         "pairs": int(sum(counts.values())),
         "shrinkage_k": k,
-        "note": "cells absent here use the hand-set prior of inference.geometric.PRIOR",
+        "note": "cells absent here use the hand-set prior of hfl.predictor.geometric.PRIOR",
         "cells": cells,
     }
 

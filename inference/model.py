@@ -4,7 +4,7 @@ local paths (``inference/lato_release.yaml``; layout in ``hfl.lato.loaders``).
 A *tiny run* (``training/lato_tiny.yaml``) keeps only the trainable tensors (``export/lora.safetensors``,
 ``export/landmark_in.safetensors``, ``export/landmark_uncond.safetensors``); the frozen parts it trained
 against (random tiny DiT base, VAE, byte text encoder, tokenizer) are rebuilt exactly as the trainer did:
-``accelerate.utils.set_seed(train.seed)`` and then ``training.lato.build_parts(recipe)``. The LoRA is
+``accelerate.utils.set_seed(train.seed)`` and then ``hfl.lato.build.build_parts(recipe)``. The LoRA is
 merged into the base weights (kohya format, ``alpha / r`` scale).
 
 A *release config* names files: ``dit.path`` (Step1X-Edit / ``lato.safetensors``), ``dit.landmark_adapter``
@@ -17,7 +17,7 @@ the DiT and the text encoder; the VAE and the tokenizer stay in float32.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,11 @@ class LaToBundle:
 
     ``offload``: modules stay on the CPU and move to ``device`` only while they run (model-level CPU
     offload: text encoder, then tokenizer, then the DiT for all steps, then the VAE).
+    ``canvas``: ``"square"`` (the source resized to ``height`` x ``width``; hfl-trained runs) or
+    ``"release"`` (the release's aspect-preserving size at about ``height``**2 pixels, sides multiples of
+    16, landmark ids in the release's frame; see ``hfl.lato.canvas``).
+    ``vae_sample``: encode the source with a posterior sample (the release) instead of the mean.
+    ``face``: ``hfl.backends.face.FaceBackendConfig`` fields for finding source landmarks (e.g. FAN).
     """
 
     dit: LaToDiT
@@ -48,6 +53,9 @@ class LaToBundle:
     device: torch.device
     dtype: torch.dtype
     offload: bool = False
+    canvas: str = "square"
+    vae_sample: bool = False
+    face: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> LaToConfig:
@@ -101,13 +109,13 @@ def load_run(
     from accelerate.utils import set_seed
 
     from hfl.lato import loaders
-    from training.common import TrainArgs
-    from training.lato import build_parts
+    from hfl.lato.build import build_parts
+    from hfl.recipes import validate_lato_recipe
 
+    validate_lato_recipe(recipe)
     export = Path(run_dir) / "export"
     loaders.require_files(export, ["lora.safetensors"], f"LaTo run {run_dir}")
-    args = TrainArgs.from_dict(recipe.get("train", {}))
-    set_seed(args.seed)
+    set_seed(int((recipe.get("train") or {}).get("seed", 0)))  # training.common.TrainArgs.seed's default
     parts = build_parts(recipe)
     loaders.merge_kohya_lora(parts.dit, export / "lora.safetensors")
     if parts.config.landmark_mode == "tokens":
@@ -129,7 +137,9 @@ def load_release(
     from hfl.lato import loaders
     from hfl.lato.text_encoder import ByteTextEncoder
     from hfl.lato.vae import VAEConfig
+    from hfl.recipes import validate_release_config
 
+    validate_release_config(cfg)
     dev = torch.device(device)
     dt = resolve_dtype(dtype, dev)
     base = Path(cfg.get("root", "."))
@@ -152,4 +162,14 @@ def load_release(
         text_encoder = loaders.load_text_encoder(p(t["path"]), dtype=dt, max_length=t.get("max_length", 640))
     tokenizer = loaders.load_lato_tokenizer(p(cfg["tokenizer"]["path"]))
     size = cfg.get("size", 512)
-    return LaToBundle(dit, vae, text_encoder, tokenizer, int(size), int(size), dev, dt, offload).place()
+    canvas = cfg.get("canvas", "release")
+    if canvas not in ("square", "release"):
+        raise ValueError(f"release config: canvas must be square | release, got {canvas!r}")
+    face = dict(cfg.get("face") or {})
+    if face.get("fan_path"):
+        face["fan_path"] = p(face["fan_path"])
+        face.setdefault("landmarker", "fan")
+    return LaToBundle(
+        dit, vae, text_encoder, tokenizer, int(size), int(size), dev, dt, offload,
+        canvas=canvas, vae_sample=bool(cfg.get("vae_sample", True)), face=face,
+    ).place()  # fmt: skip

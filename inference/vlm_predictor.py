@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from hfl.backends.vlm import IMAGE, VlmBackendConfig, VlmRequest
-from inference.cot import build_prompt
-from inference.edit_spec import EditSpec, parse_instruction
-from inference.geometric import GeometricPredictor
-from inference.landmark_json import parse_landmarks
+from hfl.predictor.cot import build_prompt
+from hfl.predictor.edit_spec import EditSpec, parse_instruction
+from hfl.predictor.geometric import GeometricPredictor
+from hfl.predictor.landmark_json import parse_landmarks
 from inference.sanity import SanityConfig, check, smooth
 from inference.vlm_backend import load_backend
 

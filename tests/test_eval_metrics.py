@@ -83,8 +83,8 @@ def test_hfl_eval_end_to_end(two_men: tuple, carphone_frames: list, tmp_path) ->
     from typer.testing import CliRunner
 
     from hfl.cli import app
+    from hfl.predictor.geometric import GeometricPredictor
     from inference.face import FaceFinder
-    from inference.geometric import GeometricPredictor
     from training.sample_pairs import write_pairs
 
     src = two_men[0]

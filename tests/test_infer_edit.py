@@ -213,3 +213,138 @@ def test_bf16_and_offload_options_run(tiny_run, astronaut: np.ndarray) -> None:
     assert res.image.shape == astronaut.shape and res.image.std() > 0
     assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+
+
+REFERENCE = Path(__file__).parent / "data" / "reference"
+
+
+def _release_config(tmp_path: Path) -> Path:
+    """A release config over the reference goldens' tiny files (release formats; no learned u_f)."""
+    meta = json.loads((REFERENCE / "goldens.json").read_text())
+    d, v = meta["dit"], meta["vae"]
+    dit_cfg = dict(
+        in_channels=d["in_channels"], vec_in_dim=d["vec_in_dim"], context_in_dim=d["context_in_dim"],
+        hidden_size=d["hidden_size"], num_heads=d["num_heads"], depth=d["depth"],
+        depth_single_blocks=d["depth_single_blocks"], axes_dim=d["axes_dim"], text_dim=meta["text_dim"],
+        connector_heads=meta["connector_heads"], connector_depth=meta["connector_depth"],
+        landmark_dim=meta["tokenizer"]["code_dim"],
+    )  # fmt: skip
+    cfg = {
+        "root": str(REFERENCE),
+        "size": 64,  # size_level: a ~64^2-pixel source keeps the tiny DiT fast
+        "dit": {"path": "dit.safetensors", "landmark_adapter": "landmark_in.pth", "config": dit_cfg},
+        "lora": "lora.safetensors",
+        "vae": {
+            "path": "vae.safetensors",
+            "config": {k: v[k] for k in ("ch", "ch_mult", "num_res_blocks", "z_channels")},
+        },
+        "text_encoder": {"kind": "bytes", "max_length": 16},
+        "tokenizer": {"path": "tokenizer.safetensors"},
+    }
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_hfl_edit_with_release_files_runs_the_release_guidance(astronaut: np.ndarray, tmp_path: Path) -> None:
+    """No guidance flags + release files (no learned unconditional tokens): text CFG 4 with the landmarks
+    in both branches, on the release's aspect-preserving canvas; asking for landmark CFG is an error."""
+    from typer.testing import CliRunner
+
+    from hfl.cli import app
+
+    cfg = _release_config(tmp_path)
+    face = astronaut[20:420, 60:360]  # 300 x 400 (w x h): the release canvas keeps 3:4
+    img = tmp_path / "face.png"
+    cv2.imwrite(str(img), cv2.cvtColor(face, cv2.COLOR_RGB2BGR))
+    lm = tmp_path / "target.json"
+    pts = np.stack([np.linspace(150, 360, 68), np.linspace(140, 400, 68)], 1)
+    lm.write_text(json.dumps({"landmarks": pts.tolist()}))
+    out = tmp_path / "out" / "edit.png"
+    args = ["edit", "--image", str(img), "--instruction", "Make her smile.", "-o", str(out)]
+    args += ["--release", str(cfg), "--landmarks", str(lm), "--steps", "2", "--seed", "1"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out.parent / "edit_edit.jsonl").read_text())
+    assert rec["guidance"]["text_scale"] == 4.0 and rec["guidance"]["landmark_scale"] == 1.0
+    edited = cv2.imread(str(out))
+    assert edited.shape == face.shape
+    res = CliRunner().invoke(app, args + ["--landmark-scale", "4"])
+    assert res.exit_code == 2 and "no learned unconditional landmark tokens" in res.output
+    res = CliRunner().invoke(app, args + ["--landmark-scale", "4", "--uncond", "zero"])
+    assert res.exit_code == 0, res.output
+
+
+def test_inference_and_training_never_import_each_other() -> None:
+    """Shared pieces live in hfl/ (hfl.lato.build, hfl.recipes, hfl.predictor): one direction of imports."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    bad = []
+    for pkg, other in (("inference", "training"), ("training", "inference")):
+        for path in sorted((root / pkg).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    names = [node.module]
+                bad += [f"{path.name}: {n}" for n in names if n == other or n.startswith(other + ".")]
+    assert not bad, bad
+
+
+def test_recipes_are_validated_before_any_work(tmp_path: Path) -> None:
+    """Unknown keys and wrong types in a LaTo recipe or a release config: one error listing them all."""
+    from hfl.recipes import (
+        RecipeError,
+        load_recipe,
+        validate_lato_recipe,
+        validate_recipe,
+        validate_release_config,
+    )
+    from inference.commands import ModelArgs, load_model
+
+    for path in sorted(RECIPE.parent.glob("*.yaml")):  # every shipped recipe is valid
+        kind = next(k for k in ("lato", "tokenizer", "predictor", "captioner") if path.stem.startswith(k))
+        validate_recipe(kind, load_recipe(path))
+    with pytest.raises(RecipeError, match="data.jiter: unknown key"):
+        validate_recipe("tokenizer", {"data": {"train": "x", "jiter": 0.1}})
+    root = Path(__file__).resolve().parents[1]
+    validate_release_config(load_recipe(root / "inference" / "lato_release.yaml"))
+    bad = yaml.safe_load(RECIPE.read_text())
+    bad["timestep_shfit"] = 2.0
+    bad["lora"]["rank"] = "eight"
+    bad["dit"]["config"]["hiden_size"] = 64
+    with pytest.raises(RecipeError) as err:
+        validate_lato_recipe(bad)
+    msg = str(err.value)
+    assert "timestep_shfit: unknown key (did you mean 'timestep_shift'?)" in msg
+    assert "lora.rank: expected int" in msg and "dit.config" in msg and "hiden_size" in msg
+    cfg = yaml.safe_load(_release_config(tmp_path).read_text())
+    cfg["canvs"] = "release"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(RecipeError, match="canvs: unknown key"):
+        load_model(ModelArgs(release=str(tmp_path / "bad.yaml")))
+
+
+def test_release_face_config_runs_fan_on_the_bgr_canvas(tmp_path: Path) -> None:
+    """face.fan_path (relative to root) selects FAN; it sees the 512 canvas in BGR order, as the release."""
+    from inference.commands import ModelArgs, load_model
+    from inference.pipeline import LaToEditor
+
+    cfg = yaml.safe_load(_release_config(tmp_path).read_text())
+    cfg["face"] = {"fan_path": "2DFAN4.zip"}
+    (tmp_path / "fan.yaml").write_text(yaml.safe_dump(cfg))
+    bundle = load_model(ModelArgs(release=str(tmp_path / "fan.yaml")))
+    assert bundle.face == {"fan_path": str(REFERENCE / "2DFAN4.zip"), "landmarker": "fan"}
+    assert bundle.canvas == "release" and bundle.vae_sample
+
+    class Recorder:
+        def find(self, image):
+            self.seen = image
+            return None
+
+    rec = Recorder()
+    canvas = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    assert LaToEditor(bundle, faces=rec).source_landmarks(canvas) is None
+    assert np.array_equal(rec.seen, canvas[..., ::-1])

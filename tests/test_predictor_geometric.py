@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from hfl.landmarks import head_pose
+from hfl.predictor.geometric import TABLE_PATH, GeometricPredictor, load_table
 from inference.face import FaceFinder
-from inference.geometric import TABLE_PATH, GeometricPredictor, load_table
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from inference.cot import build_prompt, generate_trace
-from inference.edit_spec import parse_instruction
+from hfl.predictor.cot import build_prompt, generate_trace
+from hfl.predictor.edit_spec import parse_instruction
+from hfl.predictor.geometric import GeometricPredictor
+from hfl.predictor.landmark_json import dumps_grouped, parse_landmarks, to_grouped
 from inference.face import FaceFinder
-from inference.geometric import GeometricPredictor
-from inference.landmark_json import dumps_grouped, parse_landmarks, to_grouped
 from inference.sanity import check, smooth
 
 

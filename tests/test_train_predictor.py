@@ -12,8 +12,8 @@ import pytest
 from test_vlm_clip_backends import _write_tiny_qwen
 
 from hfl.landmarks import head_pose
+from hfl.predictor.landmark_json import dumps_grouped
 from inference.face import FaceFinder
-from inference.landmark_json import dumps_grouped
 from training.captioner import answer, hierarchical_score, score_answers
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -44,7 +44,7 @@ class _Canned:
 
 
 def test_vlm_predictor_accepts_good_answers_and_falls_back(astronaut: np.ndarray) -> None:
-    from inference.geometric import GeometricPredictor
+    from hfl.predictor.geometric import GeometricPredictor
     from inference.vlm_predictor import VlmPredictor
 
     cf = FaceFinder().on_canvas(astronaut)

@@ -50,7 +50,7 @@ def read_export(export_dir: str | Path, split: str) -> list[dict[str, Any]]:
 
 def caption_examples(export_dir: str | Path, split: str = "train") -> list[SftExample]:
     from hfl.backends.vlm import load_prompt
-    from inference.face import read_rgb
+    from hfl.predictor.canvas import read_rgb
 
     prompt = load_prompt("caption")
     rows = [r for r in read_export(export_dir, split) if r.get("expression") and r.get("image")]
@@ -89,7 +89,7 @@ def evaluate_captioner(
 ) -> dict:
     """Run a captioner folder (e.g. ``output_dir/merged``) on an export split and score it."""
     from hfl.backends.vlm import VlmBackendConfig, load_vlm
-    from inference.face import read_rgb
+    from hfl.predictor.canvas import read_rgb
 
     rows = [r for r in read_export(export_dir, split) if r.get("expression") and r.get("image")]
     vlm = load_vlm(VlmBackendConfig(path=model_path, device=device, max_new_tokens=48))
@@ -99,6 +99,9 @@ def evaluate_captioner(
 
 def train_captioner(cfg: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune on ``data.export``'s train split; with ``merge`` and ``eval``, score the eval split."""
+    from hfl.recipes import validate_recipe
+
+    validate_recipe("captioner", cfg)  # unknown keys / wrong types fail here, before any work
     export = cfg["data"]["export"]
     summary = sft(cfg, caption_examples(export, "train"))
     out = Path(cfg.get("output_dir", "runs/captioner"))

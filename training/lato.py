@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,61 +19,12 @@ import torch
 from torch import Tensor, nn
 
 from hfl.lato import canvas
-from hfl.lato.dit import LaToConfig, LaToDiT
-from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
-from hfl.lato.vae import FluxVAE, VAEConfig, pack
+from hfl.lato.build import LaToParts, build_parts
+from hfl.lato.dit import LaToDiT
+from hfl.lato.vae import pack
 from training.common import Checkpoints, MetricLog, TrainArgs, checkpoint_and_should_stop, warmup_lambda
 from training.data import ShardStream, epoch_stream, list_shards, make_loader
 from training.lato_data import collate_pairs, pair_decoder
-
-
-@dataclass
-class LaToParts:
-    """The trainable DiT and its frozen helpers."""
-
-    dit: nn.Module
-    vae: FluxVAE
-    text_encoder: nn.Module
-    tokenizer: LandmarkTokenizer | None
-    config: LaToConfig
-
-
-def build_parts(cfg: dict[str, Any]) -> LaToParts:
-    """Construct (or load from local paths) DiT, VAE, text encoder and tokenizer from a recipe."""
-    from hfl.lato import loaders
-    from hfl.lato.text_encoder import ByteTextEncoder
-
-    dcfg = cfg.get("dit", {})
-    config = LaToConfig.from_dict(dcfg.get("config", {}))
-    if dcfg.get("path"):
-        dit = loaders.load_step1x_dit(dcfg["path"], config, dcfg.get("landmark_adapter"), dtype=torch.float32)
-    else:
-        dit = LaToDiT(config)
-        if dcfg.get("landmark_adapter"):
-            loaders.load_landmark_adapter(dit, dcfg["landmark_adapter"])
-    vcfg = cfg.get("vae", {})
-    vae_config = VAEConfig.from_dict(vcfg.get("config", {}))
-    vae = loaders.load_flux_vae(vcfg["path"], vae_config) if vcfg.get("path") else FluxVAE(vae_config)
-    tcfg = cfg.get("text_encoder", {"kind": "bytes"})
-    if tcfg.get("kind", "bytes") == "bytes":
-        text_encoder: nn.Module = ByteTextEncoder(config.text_dim, tcfg.get("max_length", 64))
-    else:
-        text_encoder = loaders.load_text_encoder(tcfg["path"], max_length=tcfg.get("max_length", 640))
-    tokenizer = None
-    if config.landmark_mode == "tokens":
-        kcfg = cfg.get("tokenizer", {})
-        if kcfg.get("path"):
-            tokenizer = loaders.load_lato_tokenizer(kcfg["path"])
-        else:
-            tokenizer = LandmarkTokenizer(TokenizerConfig.from_dict(kcfg.get("config", {})))
-        if tokenizer.config.code_dim != config.landmark_dim:
-            raise ValueError(
-                f"tokenizer code_dim {tokenizer.config.code_dim} != dit landmark_dim {config.landmark_dim}"
-            )
-    for m in (vae, text_encoder, tokenizer):
-        if m is not None:
-            m.requires_grad_(False).eval()
-    return LaToParts(dit, vae, text_encoder, tokenizer, config)
 
 
 def add_lora(dit: LaToDiT, rank: int, alpha: float | None = None, dropout: float = 0.0) -> nn.Module:
@@ -231,6 +181,9 @@ def train_lato(cfg: dict[str, Any]) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from hfl.recipes import validate_lato_recipe
+
+    validate_lato_recipe(cfg)  # unknown keys / wrong types fail here, before any work
     args = TrainArgs.from_dict(cfg.get("train", {}))
     args.apply_threads()
     data, lora_cfg = cfg.get("data", {}), cfg.get("lora", {})

@@ -1,10 +1,10 @@
 """Landmark predictor SFT (paper Sec. 3.3): Qwen2.5-VL (local folder) + LoRA (peft), next-token loss on the
-structured CoT of App. D.2 (``inference.cot``), from HFL pair shards. Run with
+structured CoT of App. D.2 (``hfl.predictor.cot``), from HFL pair shards. Run with
 ``hfl train predictor --config training/predictor.yaml``.
 
 Examples: for every pair sample, the source image resized to the 512 canvas, the user prompt
-``inference.cot.build_prompt(source landmarks, instruction)`` and the response
-``inference.cot.generate_trace(source, instruction, target)`` (rule-guided, four steps, grouped JSON),
+``hfl.predictor.cot.build_prompt(source landmarks, instruction)`` and the response
+``hfl.predictor.cot.generate_trace(source, instruction, target)`` (rule-guided, four steps, grouped JSON),
 landmarks mapped to the canvas. The loss covers the response tokens only (prompt and image tokens are
 masked with -100). ``write_examples`` dumps the examples as JSONL (``prompt``, ``response``, ``image``) for
 inspection or manual verification (the paper kept 19,398 of 23,145 traces after checking them).
@@ -43,9 +43,9 @@ class SftExample:
 
 def pair_examples(shard_dirs: list[str], limit: int | None = None) -> Iterator[SftExample]:
     """CoT examples from pair shards (see the module docstring)."""
-    from inference.batch import iter_shards
-    from inference.cot import build_prompt, generate_trace
-    from inference.face import to_canvas
+    from hfl.predictor.canvas import to_canvas
+    from hfl.predictor.cot import build_prompt, generate_trace
+    from hfl.predictor.shards import iter_shards
 
     n = 0
     for d in shard_dirs:
@@ -193,6 +193,9 @@ def sft(cfg: dict[str, Any], examples: list[SftExample]) -> dict[str, Any]:
 
 def train_predictor(cfg: dict[str, Any]) -> dict[str, Any]:
     """Build CoT examples from ``data.train`` shard folders and fine-tune (see the module docstring)."""
+    from hfl.recipes import validate_recipe
+
+    validate_recipe("predictor", cfg)  # unknown keys / wrong types fail here, before any work
     data = cfg.get("data", {})
     dirs = data["train"] if isinstance(data.get("train"), list) else [data["train"]]
     examples = list(pair_examples(dirs, data.get("limit")))

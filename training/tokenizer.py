@@ -71,6 +71,9 @@ def train_tokenizer(cfg: dict[str, Any]) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from hfl.recipes import validate_recipe
+
+    validate_recipe("tokenizer", cfg)  # unknown keys / wrong types fail here, before any work
     args = TrainArgs.from_dict(cfg.get("train", {}))
     args.apply_threads()
     torch.set_flush_denormal(True)  # EMA statistics of rarely used codes decay towards denormals on CPU

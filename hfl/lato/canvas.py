@@ -100,3 +100,41 @@ def render_landmarks(landmarks: np.ndarray, width: int, height: int, thickness: 
     for a, b, closed in _CONTOURS:
         cv2.polylines(img, [pts[a : b + 1]], closed, (255, 255, 255), thickness, cv2.LINE_AA)
     return img
+
+
+# ----------------------------------------------------------------------------- the release's frames
+
+
+def release_image_size(width: int, height: int, size_level: int = 512) -> tuple[int, int]:
+    """(width, height) the release resizes a source image to (``ImageGenerator.input_process_image``).
+
+    The aspect ratio is kept at about ``size_level**2`` pixels, each side floored to a multiple of 16 (so
+    the packed latent grid is whole): e.g. 1000 x 750 -> 576 x 432, 512 x 512 -> 512 x 512.
+    """
+    import math
+
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width} x {height}")
+    r = width / height
+    if width > height:
+        w_new = math.ceil(math.sqrt(size_level * size_level * r))
+        h_new = math.ceil(w_new / r)
+    else:
+        h_new = math.ceil(math.sqrt(size_level * size_level / r))
+        w_new = math.ceil(h_new * r)
+    w_new, h_new = w_new // 16 * 16, h_new // 16 * 16
+    if w_new < 16 or h_new < 16:
+        raise ValueError(f"image {width} x {height} is too elongated for a {size_level} canvas")
+    return w_new, h_new
+
+
+def release_landmark_frame(grid_hw: tuple[int, int]) -> tuple[float, float]:
+    """``image_hw`` that makes :func:`hfl.lato.rope.landmark_ids` reproduce the release's landmark ids.
+
+    The release's landmarks live on the 512 x 512 canvas (FAN on the image resized to 512 x 512) and
+    ``step1x_utils.prepare_landmark_ids`` divides *both* coordinates by ``512 / grid_h``. On a square grid
+    that is the plain canvas mapping; on a non-square grid (aspect-preserving canvas) x is scaled by the
+    grid's height too, which this frame (512, 512 * grid_w / grid_h) reproduces exactly.
+    """
+    gh, gw = grid_hw
+    return (CANVAS, CANVAS * gw / gh)

@@ -47,13 +47,20 @@ class TokenRefinerBlock(nn.Module):
 
 
 class _TimestepEmbedder(nn.Module):
+    """Sinusoidal embedding of ``time_factor * t`` + MLP.
+
+    Step1X-Edit's ``Qwen2Connector.forward`` multiplies the flow time by 1000 before this embedder ("fix the
+    times embedding bug"); with t in [0, 1] unscaled the text tokens come out wrong (off by 13.6 at output
+    scale 174 on the reference goldens), so the factor is 1000 here.
+    """
+
     def __init__(self, hidden: int, freq_dim: int = 256) -> None:
         super().__init__()
         self.freq_dim = freq_dim
         self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
 
     def forward(self, t: Tensor) -> Tensor:
-        emb = timestep_embedding(t, self.freq_dim, time_factor=1.0).to(self.mlp[0].weight.dtype)
+        emb = timestep_embedding(t, self.freq_dim, time_factor=1000.0).to(self.mlp[0].weight.dtype)
         return self.mlp(emb)
 
 

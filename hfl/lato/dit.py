@@ -144,6 +144,9 @@ class LaToDiT(nn.Module):
         if c.landmark_mode == "tokens":
             self.landmark_in = nn.Linear(c.landmark_dim, c.hidden_size)
             self.landmark_uncond = nn.Parameter(torch.randn(c.num_landmarks, c.hidden_size) * 0.02)
+        # False when a loader left landmark_uncond at its random init (the release ships none): sampling
+        # then refuses landmark CFG with "learned" tokens (hfl.lato.sampling).
+        self.has_learned_uncond = c.landmark_mode == "tokens"
         self.gradient_checkpointing = False
 
     # ------------------------------------------------------------------ landmark stream

@@ -1,5 +1,13 @@
 """FLUX / Step1X-Edit transformer layers (parameter names as in the released checkpoints).
 
+Why hfl keeps its own DiT layers rather than diffusers' ``FluxTransformer2DModel``: diffusers' Flux
+transformer builds one rotary position table for the whole batch (``img_ids`` / ``txt_ids`` without a batch
+axis), while LaTo's landmark tokens sit at per-sample positions (Eq. 4: each face's own landmarks on the
+latent grid), so the table must be per sample (``rope.EmbedND`` over (B, L, 3) ids). The VAE and the
+flow-matching schedule, where diffusers' code is numerically the release's, come from diffusers
+(``hfl.lato.vae``, ``hfl.lato.sampling.schedule``). These layers match the release's to ~2e-7 relative
+(``tests/test_lato_reference.py``).
+
 Double-stream blocks keep separate weights for the text stream and the image stream (here: source image,
 landmark tokens and noisy image, concatenated) and attend jointly; single-stream blocks run one fused
 attention + MLP over the whole sequence. All attention is full (no masks) with rotary ids from ``rope``.

@@ -7,7 +7,8 @@ Expected layout (as downloaded by the official ``scripts/download_model.sh``)::
     models/LaTo/lato/vae.safetensors         FLUX VAE (BFL key names: encoder.down.0.block.0.norm1.weight)
     models/LaTo/Po_VQVAE/model.safetensors   landmark tokenizer (encoder.*, decoder.*, vq.codebook)
     models/LaTo/lora/lato.safetensors        LoRA, kohya format (lora_unet_<module>.lora_down/lora_up/alpha)
-    landmark_in.pth                          adapter: torch.save({"weight", "bias"})
+    landmark_in.pth                          adapter: torch.save({"weight", "bias"}); in the release's git
+                                             checkout root, beside models/ (its scripts load it from there)
     models/Qwen/Qwen2.5-VL-7B-Instruct/      Hugging Face folder
 
 Every loader fails with ``FileNotFoundError`` naming the missing files, and with ``ValueError`` listing
@@ -17,6 +18,7 @@ unexpected / missing keys when a file does not match the model.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Iterable
@@ -30,6 +32,7 @@ from hfl.lato.tokenizer import LandmarkTokenizer, TokenizerConfig
 from hfl.lato.vae import FluxVAE, VAEConfig
 
 KOHYA_PREFIX = "lora_unet"
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- files
@@ -138,6 +141,7 @@ def load_step1x_dit(
     sd = {k: v.to(dtype) for k, v in sd.items()}
     _load_into(model, sd, f"Step1X-Edit DiT {path}", allowed_missing=[r"landmark_in\..*", r"landmark_uncond"])
     _materialize(model, device)
+    model.has_learned_uncond = "landmark_uncond" in sd
     if landmark_adapter is not None:
         load_landmark_adapter(model, landmark_adapter)
     return model.to(device=device, dtype=dtype)
@@ -159,9 +163,15 @@ def load_landmark_adapter(model: LaToDiT, path: str | Path) -> None:
 
 
 def load_landmark_uncond(model: LaToDiT, path: str | Path) -> None:
+    """Learned unconditional landmark tokens (``landmark_uncond``, 68 x hidden) from a trained run."""
     sd = read_state_dict(path, "unconditional landmark tokens")
+    if "landmark_uncond" not in sd:
+        raise ValueError(f"unconditional landmark tokens {path}: no landmark_uncond tensor")
+    if not hasattr(model, "landmark_uncond"):
+        raise ValueError("unconditional landmark tokens: the model has landmark_mode != 'tokens'")
     with torch.no_grad():
         model.landmark_uncond.copy_(sd["landmark_uncond"])
+    model.has_learned_uncond = True
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -210,45 +220,24 @@ def load_lato_tokenizer(
 # ----------------------------------------------------------------------------- VAE
 
 
-def _diffusers_vae_to_bfl(sd: dict[str, Tensor], num_levels: int) -> dict[str, Tensor]:
-    """Rename a diffusers ``AutoencoderKL`` state dict to BFL names (attention linears -> 1x1 convs)."""
-    out: dict[str, Tensor] = {}
-    for k, v in sd.items():
-        n = k
-        n = re.sub(r"^(encoder)\.down_blocks\.(\d+)\.resnets\.(\d+)\.", r"\1.down.\2.block.\3.", n)
-        n = re.sub(r"^(encoder)\.down_blocks\.(\d+)\.downsamplers\.0\.", r"\1.down.\2.downsample.", n)
-        m = re.match(r"^decoder\.up_blocks\.(\d+)\.(resnets|upsamplers)\.(\d+)\.(.*)$", n)
-        if m:
-            level = num_levels - 1 - int(m.group(1))
-            n = (
-                f"decoder.up.{level}.block.{m.group(3)}.{m.group(4)}"
-                if m.group(2) == "resnets"
-                else f"decoder.up.{level}.upsample.{m.group(4)}"
-            )
-        n = re.sub(r"\.mid_block\.resnets\.(\d+)\.", lambda mm: f".mid.block_{int(mm.group(1)) + 1}.", n)
-        n = n.replace(".mid_block.attentions.0.", ".mid.attn_1.")
-        n = n.replace("attn_1.group_norm.", "attn_1.norm.").replace("attn_1.to_q.", "attn_1.q.")
-        n = n.replace("attn_1.to_k.", "attn_1.k.").replace("attn_1.to_v.", "attn_1.v.")
-        n = n.replace("attn_1.to_out.0.", "attn_1.proj_out.")
-        n = n.replace(".conv_shortcut.", ".nin_shortcut.").replace(".conv_norm_out.", ".norm_out.")
-        if ".attn_1." in n and n.endswith("weight") and v.ndim == 2:
-            v = v[:, :, None, None]
-        out[n] = v
-    return out
-
-
 def load_flux_vae(
     path: str | Path, config: VAEConfig | None = None, dtype: torch.dtype = torch.float32, device: str = "cpu"
 ) -> FluxVAE:
-    """FLUX VAE from BFL / Step1X-Edit ``vae.safetensors`` or a diffusers ``AutoencoderKL`` folder/file."""
+    """FLUX VAE from BFL / Step1X-Edit ``vae.safetensors`` (converted with diffusers' own LDM-VAE
+    converter) or a diffusers ``AutoencoderKL`` folder/file."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
     sd = read_state_dict(path, "FLUX VAE")
     config = config or VAEConfig()
-    if any(k.startswith("encoder.down_blocks.") for k in sd):
-        sd = _diffusers_vae_to_bfl(sd, len(config.ch_mult))
-    sd = {k: v.to(dtype) for k, v in sd.items()}
     with torch.device("meta"):
         model = FluxVAE(config)
-    _load_into(model, sd, f"FLUX VAE {path}")
+    if any(k.startswith("encoder.down.") for k in sd):
+        try:
+            sd = convert_ldm_vae_checkpoint(sd, model.ae.config)
+        except (KeyError, IndexError) as e:
+            raise ValueError(f"FLUX VAE {path}: not a BFL/LDM autoencoder checkpoint ({e!r})") from e
+    sd = {k: v.to(dtype) for k, v in sd.items()}
+    _load_into(model.ae, sd, f"FLUX VAE {path}")
     return model.to(device).eval()
 
 
@@ -265,37 +254,56 @@ def load_text_encoder(path: str | Path, dtype: torch.dtype = torch.bfloat16, dev
 # ----------------------------------------------------------------------------- LoRA (kohya <-> peft)
 
 
+# kohya's LoRANetwork (the release's library/lora_module.py), built from a weights file, wraps the Linear
+# layers inside DoubleStreamBlock / SingleStreamBlock, plus every Linear whose kohya name contains one of its
+# input-layer filters (``in_dims`` becomes [0] * 5 when loading from weights, which enables them) and the
+# LaTo release's ``_landmark_in`` (full rank). Keys for any other module are ignored by its merge, so they
+# are skipped here too.
+KOHYA_BLOCKS = re.compile(r"(double_blocks|single_blocks)\.\d+\..+")
+KOHYA_FILTERS = ("_img_in", "_time_in", "_vector_in", "_guidance_in", "_txt_in", "_landmark_in")
+
+
 def _kohya_name_map(model: nn.Module) -> dict[str, str]:
-    """kohya LoRA name (``lora_unet_double_blocks_0_img_attn_qkv``) -> dotted Linear module path."""
+    """kohya LoRA name (``lora_unet_double_blocks_0_img_attn_qkv``) -> dotted Linear module path, for the
+    modules kohya's network targets (:data:`KOHYA_BLOCKS`, :data:`KOHYA_FILTERS`)."""
     names = {}
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Linear):
             clean = re.sub(r"(^|\.)base_model\.model\.", r"\1", name).replace(".base_layer", "")
-            names[f"{KOHYA_PREFIX}_{clean.replace('.', '_')}"] = clean
+            kohya = f"{KOHYA_PREFIX}_{clean.replace('.', '_')}"
+            if KOHYA_BLOCKS.fullmatch(clean) or any(f in kohya for f in KOHYA_FILTERS):
+                names[kohya] = clean
     return names
 
 
 def read_kohya_lora(path: str | Path, model: nn.Module) -> dict[str, tuple[Tensor, Tensor, float]]:
-    """``{module path: (down (r, in), up (out, r), scale alpha / r)}`` from a kohya-format LoRA file."""
+    """``{module path: (down (r, in), up (out, r), scale alpha / r)}`` from a kohya-format LoRA file.
+
+    As kohya's loader: ``alpha`` 0 (or absent) means alpha = rank (scale 1); modules the network does not
+    target, or that the model does not have, are skipped with one warning naming them.
+    """
     sd = read_state_dict(path, "LoRA")
     names = _kohya_name_map(model)
     out: dict[str, tuple[Tensor, Tensor, float]] = {}
-    unknown = []
+    skipped = []
     for key in sd:
         if not key.endswith(".lora_down.weight"):
             continue
         base = key.removesuffix(".lora_down.weight")
         if base not in names:
-            unknown.append(base)
+            skipped.append(base)
             continue
+        if f"{base}.lora_up.weight" not in sd:
+            raise ValueError(f"LoRA {path}: {base} has lora_down but no lora_up")
         down, up = sd[key].float(), sd[f"{base}.lora_up.weight"].float()
         rank = down.shape[0]
-        alpha = float(sd[f"{base}.alpha"]) if f"{base}.alpha" in sd else float(rank)
-        out[names[base]] = (down, up, alpha / rank)
-    if unknown:
-        raise ValueError(f"LoRA {path}: {len(unknown)} modules not in the model, e.g. {unknown[:5]}")
+        alpha = float(sd[f"{base}.alpha"]) if f"{base}.alpha" in sd else 0.0
+        out[names[base]] = (down, up, (alpha or float(rank)) / rank)
+    if skipped:
+        log.warning("LoRA %s: skipped %d modules kohya's network does not target: %s", path, len(skipped),
+                    ", ".join(skipped[:10]) + (" ..." if len(skipped) > 10 else ""))  # fmt: skip
     if not out:
-        raise ValueError(f"LoRA {path}: no lora_down/lora_up pairs found")
+        raise ValueError(f"LoRA {path}: no lora_down/lora_up pairs for modules of this model")
     return out
 
 

@@ -1,10 +1,15 @@
 """Text encoders producing the DiT's ``text`` input (B, L, text_dim) and ``text_mask`` (B, L).
 
-- :class:`QwenVLTextEncoder`: Step1X-Edit's conditioner, Qwen2.5-VL-7B-Instruct read from a local folder
-  (``config.json``, safetensors weights, tokenizer and processor files). The instruction and the source
-  image go through the chat template behind Step1X-Edit's prompt-enhancement prefix; the last hidden
-  states after the first ``drop_prefix`` tokens (the fixed prefix, 217 with the released tokenizer) are
-  padded to ``max_length``. transformers is imported lazily, so nothing here loads unless used.
+- :class:`QwenVLTextEncoder`: Step1X-Edit's conditioner (``modules/conditioner.py``, the same file in the
+  LaTo release), Qwen2.5-VL-7B-Instruct read from a local folder (``config.json``, safetensors weights,
+  tokenizer and processor files). The instruction and the source image go through the chat template behind
+  Step1X-Edit's prompt-enhancement prefix, with Step1X-Edit's text preprocessing
+  (:func:`step1x_input_ids`): ``“ ” '`` become ``"``, every character inside a quoted span is tokenised on
+  its own, and the re-tokenised text replaces the template's ids after ``<|vision_end|>``; the attention
+  mask is ``ids > 0`` (so ``!``, id 0, is masked, as in the release). The image is first resized as
+  ``qwen_vl_utils.fetch_image`` does (:func:`smart_resize`). The last hidden states after the first
+  ``drop_prefix`` tokens (the fixed prefix, 217 with the released tokenizer) are padded to ``max_length``.
+  transformers is imported lazily, so nothing here loads unless used.
 - :class:`ByteTextEncoder`: a frozen, seeded byte-embedding table. Only for tiny CPU configs and tests,
   where no VLM is available; it carries the instruction's bytes, not its meaning.
 """
@@ -37,6 +42,79 @@ STEP1X_PREFIX = (
 )
 
 QWEN_REQUIRED = ("config.json",)
+# Ids the release's conditioner hard-codes (Qwen2.5-VL vocabulary): “, ” and <|vision_end|>.
+QWEN_OPEN_QUOTE, QWEN_CLOSE_QUOTE, QWEN_VISION_END = 2073, 854, 151653
+# qwen_vl_utils.fetch_image defaults: factor 28 (patch 14 x merge 2), 4 .. 16384 tokens of 28 x 28.
+FETCH_FACTOR, FETCH_MIN_PIXELS, FETCH_MAX_PIXELS = 28, 4 * 28 * 28, 16384 * 28 * 28
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = FETCH_FACTOR,
+    min_pixels: int = FETCH_MIN_PIXELS,
+    max_pixels: int = FETCH_MAX_PIXELS,
+) -> tuple[int, int]:
+    """(height, width) rounded to multiples of ``factor`` within the pixel bounds (``qwen_vl_utils``)."""
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"aspect ratio of a {width} x {height} image is over 200")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def step1x_split(text: str) -> list[str]:
+    """Step1X-Edit's ``split_string`` (the one its conditioner runs): pieces to tokenise one by one.
+
+    ``“ ” '`` become ``"``; a ``"`` past character 155 (i.e. in the instruction, after the fixed prefix)
+    toggles a quoted span; outside spans text accumulates into one piece (the opening quote ends a piece,
+    the closing one starts the next), inside them every character is its own piece wrapped in ``“ ”``.
+    An apostrophe therefore opens a span too (``Don't`` quotes the rest of the instruction), as in the
+    release.
+    """
+    text = text.replace("“", '"').replace("”", '"').replace("'", '"')
+    out: list[str] = []
+    in_quotes, temp = False, ""
+    for idx, ch in enumerate(text):
+        if ch == '"' and idx > 155:
+            temp += ch
+            if not in_quotes:
+                out.append(temp)
+                temp = ""
+            in_quotes = not in_quotes
+            continue
+        if in_quotes:
+            out.append("“" + ch + "”")
+        else:
+            temp += ch
+    if temp:
+        out.append(temp)
+    return out
+
+
+def step1x_input_ids(tokenizer: Any, templated: str, input_ids: Tensor) -> Tensor:
+    """(1, L') ids: the template's ids up to ``<|vision_end|>`` (image tokens expanded by the processor),
+    then the :func:`step1x_split` pieces' ids from their own ``<|vision_end|>`` on; a piece tokenised as
+    ``“ x ”`` loses the two quote tokens (Step1X-Edit's conditioner)."""
+    ids: list[int] = []
+    for piece in step1x_split(templated):
+        each = list(tokenizer(piece)["input_ids"])
+        if each and each[0] == QWEN_OPEN_QUOTE and each[-1] == QWEN_CLOSE_QUOTE:
+            each = each[1:-1]
+        ids += each
+    old = input_ids[0].tolist()
+    if QWEN_VISION_END not in old or QWEN_VISION_END not in ids:
+        raise ValueError("Step1X-Edit preprocessing: no <|vision_end|> token (not a Qwen2.5-VL tokenizer?)")
+    merged = old[: old.index(QWEN_VISION_END)] + ids[ids.index(QWEN_VISION_END) :]
+    return torch.tensor([merged], dtype=input_ids.dtype, device=input_ids.device)
 QWEN_PROCESSOR_FILES = ("tokenizer_config.json", "preprocessor_config.json")
 
 
@@ -119,7 +197,11 @@ class QwenVLTextEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, prompts: list[str], images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-        """Instructions + source images (RGB uint8) -> (B, max_length, hidden), (B, max_length)."""
+        """Instructions + source images (RGB uint8) -> (B, max_length, hidden), (B, max_length).
+
+        One sample at a time, as Step1X-Edit's ``Qwen25VL_7b_Embedder.forward``: every position after the
+        prefix is kept (the ``ids > 0`` mask only goes to the VLM).
+        """
         if self.processor is None:
             raise RuntimeError("QwenVLTextEncoder was loaded without a processor")
         from PIL import Image
@@ -140,16 +222,21 @@ class QwenVLTextEncoder(nn.Module):
             text = self.processor.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True, add_vision_id=True
             )
-            inputs = self.processor(text=[text], images=[Image.fromarray(image)], return_tensors="pt").to(
-                device
+            # the release hands the VLM torchvision's to_pil_image of a [0, 1] float tensor: mul(255).byte()
+            u8 = torch.from_numpy(np.ascontiguousarray(image)).float().div(255).mul(255).byte().numpy()
+            pil = Image.fromarray(u8)
+            h, w = smart_resize(pil.height, pil.width)
+            pil = pil.resize((w, h))  # qwen_vl_utils.fetch_image (PIL's default filter)
+            inputs = self.processor(text=[text], images=[pil], padding=True, return_tensors="pt")
+            ids = step1x_input_ids(self.processor.tokenizer, text, inputs["input_ids"]).to(device)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=(ids > 0).long(),
+                pixel_values=inputs["pixel_values"].to(device),
+                image_grid_thw=inputs["image_grid_thw"].to(device),
+                output_hidden_states=True,
             )
-            emb, mask = self.encode_ids(
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                pixel_values=inputs["pixel_values"],
-                image_grid_thw=inputs["image_grid_thw"],
-            )
-            rows.append(emb[0, : int(mask[0].sum())])
+            rows.append(out.hidden_states[-1][0, self.drop_prefix :])
         return _pad_rows(rows, self.max_length, self.hidden_size, rows[0].dtype)
 
 

@@ -67,6 +67,11 @@ class TokenizerConfig:
         return asdict(self)
 
 
+# The release's ResBlock: ``skip = max(1, max_channels // out_channels - 1)`` with ``max_channels = 512``
+# fixed, whatever the widths (so a narrow test tokenizer dilates as the release's code would).
+DILATION_BASE = 512
+
+
 class ResBlock1d(nn.Module):
     """GroupNorm-SiLU-dilated conv3-GroupNorm-SiLU-conv1 with a residual (1x1 conv when widths differ).
 
@@ -125,10 +130,9 @@ class ConvStack1d(nn.Module):
     def __init__(self, in_ch: int, widths: tuple[int, int], out_ch: int, num_res_blocks: int, groups: int):
         super().__init__()
         a, b = widths
-        widest = max(widths)
 
         def res(i: int, o: int) -> ResBlock1d:
-            return ResBlock1d(i, o, groups, dilation=max(1, widest // o - 1))
+            return ResBlock1d(i, o, groups, dilation=max(1, DILATION_BASE // o - 1))
 
         self.conv_in = nn.Conv1d(in_ch, a, 3, padding=1)
         self.resnet1 = nn.ModuleList([res(a, a) for _ in range(num_res_blocks)])

@@ -19,9 +19,9 @@ import numpy as np
 
 from hfl.backends.vlm import load_prompt
 from hfl.landmarks import head_pose
-from inference.edit_spec import EditSpec, parse_instruction
-from inference.geometric import GeometricPredictor
-from inference.landmark_json import GROUPS, dumps_grouped
+from hfl.predictor.edit_spec import EditSpec, parse_instruction
+from hfl.predictor.geometric import GeometricPredictor
+from hfl.predictor.landmark_json import GROUPS, dumps_grouped
 
 _GROUP_NAMES = {
     "JAW": "jawline (points 0-16)",

@@ -24,7 +24,7 @@ import numpy as np
 
 from hfl.face3d import FaceFit, face_frame, fit_face, from_frame, to_frame, turn_matrix
 from hfl.landmarks import head_pose
-from inference.edit_spec import EXPRESSIONS, INTENSITIES, EditSpec, parse_instruction
+from hfl.predictor.edit_spec import EXPRESSIONS, INTENSITIES, EditSpec, parse_instruction
 
 TABLE_PATH = Path(__file__).with_name("expression_displacements.json")
 INTENSITY_GAIN = {"slightly": 0.5, "normally": 1.0, "strongly": 1.6, None: 1.0}
