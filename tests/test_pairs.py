@@ -306,3 +306,49 @@ def test_pair_chain_config_errors_name_every_key() -> None:
     for key in ("pair.min_change_score", "backends.clip.path", "backends.expression.captioner",
                 "split.group_by", "shard.source"):  # fmt: skip
         assert key in msg
+
+
+def test_selection_covers_distinct_targets_not_one_extreme(carphone_frames) -> None:
+    """Real carphone landmarks, edited into three shapes: near copies, a moderate jaw drop and a large
+    smile. Largest-change-first would send every kept pair to the smile; coverage-first selection also
+    points at the jaw drop once a smile target is kept."""
+    from hfl.imageops import encode_jpeg
+    from hfl.stages.pair import PairStage
+
+    img = carphone_frames[0]
+    f = DlibDetector().detect(img)[0]
+    base = DlibLandmarker().landmarks(img, f).astype(np.float64)
+    rng = np.random.default_rng(0)
+    smile, jaw = base.copy(), base.copy()
+    smile[[48, 54]] += [[-6.0, -4.0], [6.0, -4.0]]  # mouth corners up and out
+    smile[49:54] += [0.0, -2.0]
+    jaw[5:12] += [0.0, 3.0]  # the chin and lower lip drop a little
+    jaw[55:60] += [0.0, 3.0]
+    shapes = [base] * 4 + [jaw] * 4 + [smile] * 4
+    jpeg = encode_jpeg(img)
+    frames = [
+        {"frame_index": i, "image": jpeg, "box": [f.x0, f.y0, f.x1, f.y1],
+         "landmarks": (s + rng.normal(0, 0.1, s.shape)).reshape(-1).tolist()}
+        for i, s in enumerate(shapes)
+    ]  # fmt: skip
+
+    class AlwaysDiverse:
+        name = "stub"
+
+        def difference(self, a, b, cache):  # noqa: ANN001, ANN201
+            return 1.0
+
+    cfg = PipelineConfig()
+    cfg.pair.min_change_score, cfg.pair.max_pairs_per_video = 5.0, 4
+    stage = PairStage(cfg)
+    stage.semantic, stage.budget = AlwaysDiverse(), 4
+    pts = np.stack([np.asarray(fr["landmarks"]).reshape(68, 2) for fr in frames])
+    score = combine(*pairwise_diffs(pts))
+    assert score[0, 8] > score[0, 4] > cfg.pair.min_change_score  # the smile is the extreme change
+    rows = {(i, j): {"key": f"{i}-{j}", "reject_reason": None} for i in range(12) for j in range(i + 1, 12)}
+    candidates = [ij for ij in rows if score[ij] >= cfg.pair.min_change_score]
+    stage.select(frames, rows, candidates, score)
+    kept = [ij for ij, r in rows.items() if r["reject_reason"] is None and "src_image" in r]
+    assert len(kept) == 4
+    clusters = {j // 4 for _, j in kept}
+    assert {1, 2} <= clusters, kept  # targets in both the jaw-drop and the smile group
