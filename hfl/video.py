@@ -50,12 +50,20 @@ def _decord_frames(path: str, fps: float, cap: int) -> Iterator[Frame]:
         n, vfps = len(vr), float(vr.get_avg_fps() or 0.0)
     except Exception as exc:  # decord raises DECORDError and plain RuntimeErrors
         raise DecodeError("decode_error", f"decord: {exc}".splitlines()[0][:300]) from exc
-    for i in sample_indices(n, vfps, fps, cap):
+    idx = sample_indices(n, vfps, fps, cap)
+    # Dense sampling (every 1-3rd frame) decodes in order in chunks (get_batch: one forward pass, ~30 %
+    # faster on franck at 10 fps); sparse sampling seeks to each frame (decord decodes from the nearest
+    # keyframe, skipping the frames in between without converting them).
+    dense = len(idx) > 1 and (idx[-1] - idx[0]) / (len(idx) - 1) <= 3.0
+    chunk = 16 if dense else 1
+    for k in range(0, len(idx), chunk):
+        part = idx[k : k + chunk]
         try:
-            arr = vr[i].asnumpy()
+            arrs = vr.get_batch(part).asnumpy() if dense else [vr[part[0]].asnumpy()]
         except Exception as exc:
-            raise DecodeError("decode_error", f"decord frame {i}: {exc}".splitlines()[0][:300]) from exc
-        yield Frame(i, i / vfps if vfps > 0 else 0.0, to_rgb(arr))
+            raise DecodeError("decode_error", f"decord frame {part[0]}: {exc}".splitlines()[0][:300]) from exc
+        for i, arr in zip(part, arrs, strict=True):
+            yield Frame(i, i / vfps if vfps > 0 else 0.0, to_rgb(arr))
 
 
 def _pyav_frames(path: str, fps: float, cap: int) -> Iterator[Frame]:
