@@ -210,7 +210,17 @@ class BlazeFaceDetector(DropsModelWhenPickled):
         self.size = size
         self.anchors = ssd_anchors(size, strides, two)
         self._lock = threading.Lock()
+        self._call_lock = threading.Lock()  # a litert interpreter runs one invoke at a time
         self._model = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_call_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._call_lock = threading.Lock()
 
     def _load(self) -> Any:
         from ai_edge_litert.interpreter import Interpreter
@@ -236,10 +246,11 @@ class BlazeFaceDetector(DropsModelWhenPickled):
         canvas[py : py + nh, px : px + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
         canvas = canvas / 127.5 - 1.0
         it, i_in, i_box, i_score = self._get()
-        it.set_tensor(i_in, canvas[None])
-        it.invoke()
-        raw = it.get_tensor(i_box)[0].reshape(-1, 8, 2) / s  # centre, size, 6 keypoints (normalised)
-        logits = np.clip(it.get_tensor(i_score)[0, :, 0], -80, 80)
+        with self._call_lock:
+            it.set_tensor(i_in, canvas[None])
+            it.invoke()
+            raw = it.get_tensor(i_box)[0].reshape(-1, 8, 2) / s  # centre, size, 6 keypoints (normalised)
+            logits = np.clip(it.get_tensor(i_score)[0, :, 0], -80, 80)
         keep = logits > np.log(self.min_score / (1 - self.min_score))
         if not keep.any():
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 6, 2), np.float32)
@@ -289,6 +300,7 @@ class YuNetDetector(DropsModelWhenPickled):
         self.detect_max_side = int(detect_max_side)
         self.box_map = box_map or BOX_MAPS["yunet"]
         self._lock = threading.Lock()
+        self._call_lock = threading.Lock()  # setInputSize + detect mutate the detector: one call at a time
         self._model = None
 
     def _load(self) -> Any:
@@ -308,7 +320,7 @@ class YuNetDetector(DropsModelWhenPickled):
                 img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
             )
         bgr = np.ascontiguousarray(img[:, :, ::-1])
-        with self._lock_for_call():
+        with self._call_lock:
             model = self._get()
             model.setInputSize((bgr.shape[1], bgr.shape[0]))
             _, faces = model.detect(bgr)
@@ -318,16 +330,14 @@ class YuNetDetector(DropsModelWhenPickled):
         boxes = np.stack([faces[:, 0], faces[:, 1], faces[:, 0] + faces[:, 2], faces[:, 1] + faces[:, 3]], 1)
         return boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2)
 
-    def _lock_for_call(self) -> threading.Lock:
-        # setInputSize + detect mutate the detector: one call at a time per instance
-        if not hasattr(self, "_call_lock"):
-            self._call_lock = threading.Lock()
-        return self._call_lock
-
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_call_lock", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._call_lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """All faces, mapped to dlib HOG's box convention, largest first."""
