@@ -58,22 +58,28 @@ def make_inputs(folder: Path, copies: int) -> Path:
     return folder
 
 
-def write_config(path: Path, input_dir: Path, fps: float, cap: int) -> Path:
+FACE_STACKS = {  # --stack: the face backends a benchmark config uses
+    "dlib": "{detector: dlib, landmarker: dlib, embedder: dlib}",  # the all-dlib stack (HOG + 68)
+    "default": "{}",  # FaceBackendConfig's defaults (BlazeFace full-range + HOG fallback + dlib 68)
+}
+
+
+def write_config(path: Path, input_dir: Path, fps: float, cap: int, stack: str = "dlib") -> Path:
     path.write_text(
         "name: bench\n"
         "stages: [mine, quality]\n"
         f"mine:\n  input: {input_dir}\n  fps: {fps}\n  max_frames_per_video: {cap}\n"
         "backends:\n"
-        "  face: {detector: dlib, landmarker: dlib, embedder: dlib}\n"
+        f"  face: {FACE_STACKS[stack]}\n"
         "  quality: {scorer: brisque}\n"
     )
     return path
 
 
-def bench_config(tmp: Path, tag: str, copies: int, fps: float, cap: int) -> Path:
+def bench_config(tmp: Path, tag: str, copies: int, fps: float, cap: int, stack: str = "dlib") -> Path:
     """Inputs (`copies` of the clip) in tmp/inputs<tag> and a config for them, tmp/bench<tag>.yaml."""
     inputs = make_inputs(tmp / f"inputs{tag}", copies)
-    return write_config(tmp / f"bench{tag}.yaml", inputs, fps, cap)
+    return write_config(tmp / f"bench{tag}.yaml", inputs, fps, cap, stack)
 
 
 def bench_env() -> dict[str, str]:

@@ -83,8 +83,10 @@ def report(res: dict[str, np.ndarray]) -> None:
     for j, k in ((0, "pnp"), (3, "3ddfa")):
         ey = np.abs(allr[:, j] + allr[:, 6 + j])
         ep = np.abs(allr[:, j + 1] - allr[:, 7 + j])
-        print(f"  {k:5s} yaw {np.median(ey):4.1f} / {np.percentile(ey, 95):4.1f}   "
-              f"pitch {np.median(ep):4.1f} / {np.percentile(ep, 95):4.1f}")
+        print(
+            f"  {k:5s} yaw {np.median(ey):4.1f} / {np.percentile(ey, 95):4.1f}   "
+            f"pitch {np.median(ep):4.1f} / {np.percentile(ep, 95):4.1f}"
+        )
     print("\nper clip: corr(yaw), corr(pitch), yaw range pnp / 3ddfa (p5..p95), median |Δyaw|")
     for name, r in res.items():
         if len(r) < 3:

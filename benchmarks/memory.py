@@ -23,6 +23,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
+    FACE_STACKS,
     bench_config,
     bench_dir,
     bench_parser,
@@ -124,6 +125,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=40, help="input videos, large run")
     ap.add_argument("--workers", type=int, default=0, help="ray.workers (0 = one per CPU)")
     ap.add_argument("--interval", type=float, default=0.2, help="sampling period, seconds")
+    ap.add_argument("--stack", choices=sorted(FACE_STACKS), default="dlib", help="face backends")
     a = ap.parse_args()
     if a.quick:
         a.small, a.large = 2, 4
@@ -132,7 +134,7 @@ def main() -> None:
         print(f"{head}; {load_note()}")
         res = {}
         for n in (a.small, a.large):
-            config = bench_config(tmp, f"-{n}", n, a.fps, a.cap)
+            config = bench_config(tmp, f"-{n}", n, a.fps, a.cap, a.stack)
             r = res[n] = measure(config, tmp / f"build-{n}", a.workers, a.interval)
             print(
                 f"{n} videos ({r['frames']} frames): peak RSS {r['peak'] / MB:.0f} MB at {r['peak_at']:.1f}s "

@@ -50,12 +50,27 @@ def _decord_frames(path: str, fps: float, cap: int) -> Iterator[Frame]:
         n, vfps = len(vr), float(vr.get_avg_fps() or 0.0)
     except Exception as exc:  # decord raises DECORDError and plain RuntimeErrors
         raise DecodeError("decode_error", f"decord: {exc}".splitlines()[0][:300]) from exc
-    for i in sample_indices(n, vfps, fps, cap):
+    idx = sample_indices(n, vfps, fps, cap)
+    # Dense sampling (every 1-3rd frame) decodes in order in chunks (get_batch: one forward pass, ~30 %
+    # faster on franck at 10 fps); sparse sampling seeks to each frame (decord decodes from the nearest
+    # keyframe, skipping the frames in between without converting them).
+    dense = len(idx) > 1 and (idx[-1] - idx[0]) / (len(idx) - 1) <= 3.0
+    chunk = 16 if dense else 1  # a chunk that fails is re-read frame by frame (mid-stream errors keep
+    # every frame before the bad one, as per-frame reads do)
+    for k in range(0, len(idx), chunk):
+        part = idx[k : k + chunk]
         try:
-            arr = vr[i].asnumpy()
-        except Exception as exc:
-            raise DecodeError("decode_error", f"decord frame {i}: {exc}".splitlines()[0][:300]) from exc
-        yield Frame(i, i / vfps if vfps > 0 else 0.0, to_rgb(arr))
+            arrs = list(vr.get_batch(part).asnumpy()) if dense else []
+        except Exception:  # a bad frame inside the chunk: read it frame by frame to keep the good ones
+            arrs = []
+        for j, i in enumerate(part):
+            if j >= len(arrs):
+                try:
+                    arrs.append(vr[i].asnumpy())
+                except Exception as exc:
+                    detail = f"decord frame {i}: {exc}".splitlines()[0][:300]
+                    raise DecodeError("decode_error", detail) from exc
+            yield Frame(i, i / vfps if vfps > 0 else 0.0, to_rgb(arrs[j]))
 
 
 def _pyav_frames(path: str, fps: float, cap: int) -> Iterator[Frame]:

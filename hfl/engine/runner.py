@@ -6,10 +6,15 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,10 @@ def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        # An embedded cluster keeps Ray's default (token authentication on, a local token generated if
+        # missing); Ray announces that default with a warning on every start, which is not news to act on.
+        # (Setting RAY_AUTH_MODE here instead is unsafe: Ray's native side has read it at import time.)
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(
             num_cpus=cfg.ray.num_cpus or None,
             object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
@@ -49,6 +58,75 @@ def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
     ctx.enable_progress_bars = False  # hfl shows its own bar per stage
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # hfl turns Ray Data's progress bars off on purpose (it shows its own bar): not a warning for the user
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+
+# Lines of Ray's C++ core worker that say nothing a user can act on. Ray Data's actor pool always passes an
+# object reference to its map actors and keeps max_restarts > 0 (hfl relies on restarts to record a unit
+# whose worker crashed), so Ray logs this on every run (ray-project/ray#57733).
+QUIET_NATIVE_LINES = (b"has constructor arguments in the object store and max_restarts > 0",)
+_NATIVE_LOG_START = re.compile(rb"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [A-Z] \d+ \d+\] ")
+_MAYBE_LOG_START = re.compile(rb"\[[\d\- :,A-Z]*\Z")
+
+
+def filter_native_lines(data: bytes, patterns: tuple[bytes, ...]) -> tuple[bytes, bytes]:
+    """Split stderr bytes into (what to write now, what to hold until more arrives): native log lines
+    (``[date time,ms L pid tid] ...``) that contain one of ``patterns`` are dropped whole; everything else,
+    including tqdm's carriage-return updates, passes through unchanged."""
+    out = b""
+    while data:
+        m = _NATIVE_LOG_START.search(data)
+        if m is None:
+            tail = _MAYBE_LOG_START.search(data)  # a log line may be starting at the very end
+            cut = tail.start() if tail else len(data)
+            return out + data[:cut], data[cut:]
+        out += data[: m.start()]
+        end = data.find(b"\n", m.start())
+        if end == -1:
+            return out, data[m.start() :]
+        line, data = data[m.start() : end + 1], data[end + 1 :]
+        if not any(p in line for p in patterns):
+            out += line
+    return out, b""
+
+
+@contextmanager
+def quiet_native_stderr(patterns: tuple[bytes, ...] = QUIET_NATIVE_LINES) -> Iterator[None]:
+    """Drop the given native (C++) log lines from this process's stderr while the block runs.
+
+    Ray's core worker writes to file descriptor 2 directly, past Python's logging; fd 2 is routed through a
+    pipe and a thread copies everything else to the real stderr. Entered after Ray has started, so no child
+    process inherits the pipe. Without a usable fd 2 it does nothing."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+    except OSError:
+        yield
+        return
+
+    def pump() -> None:
+        held = b""
+        while chunk := os.read(r, 65536):
+            now, held = filter_native_lines(held + chunk, patterns)
+            if now:
+                os.write(saved, now)
+        if held:
+            os.write(saved, held)
+
+    thread = threading.Thread(target=pump, name="hfl-stderr-filter", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last write end: the pump sees EOF and flushes
+        thread.join(timeout=5)
+        os.close(r)
+        os.close(saved)
 
 
 def worker_count(cfg: PipelineConfig, per_worker_cpus: float) -> int:
@@ -212,10 +290,11 @@ def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) ->
         num_gpus=max(r.num_gpus for r in res) or None,
         memory=max(r.memory_mb for r in res) * 1024 * 1024 or None,
     )
-    bar = tqdm(total=len(pending), desc=f"{names} ({n} workers)", unit="unit", dynamic_ncols=True)
-    for _ in ds.iter_rows():
-        bar.update(1)
-    bar.close()
+    with quiet_native_stderr():
+        bar = tqdm(total=len(pending), desc=f"{names} ({n} workers)", unit="unit", dynamic_ncols=True)
+        for _ in ds.iter_rows():
+            bar.update(1)
+        bar.close()
     return len(units)
 
 

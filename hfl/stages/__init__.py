@@ -1,27 +1,52 @@
-"""Stage registry: name -> Stage class."""
+"""Stage registry: name -> Stage class.
+
+Lazy: a stage's module is imported the first time its class is looked up, so a worker that runs only
+`mine` and `quality` never imports what `shard` needs (webdataset pulls in torch: ~1.5 s per process).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
 
 from hfl.engine.stage import Stage
-from hfl.stages.caption import CaptionStage
-from hfl.stages.identity import IdentityStage
-from hfl.stages.mine import MineStage
-from hfl.stages.pair import PairStage
-from hfl.stages.quality import QualityStage
-from hfl.stages.shard import ShardStage
-from hfl.stages.split import SplitStage
-from hfl.stages.synth import SynthStage
-from hfl.stages.validate import ValidateStage
 
-STAGES: dict[str, type[Stage]] = {
-    s.name: s
-    for s in (
-        MineStage,
-        QualityStage,
-        PairStage,
-        IdentityStage,
-        CaptionStage,
-        SynthStage,
-        ValidateStage,
-        SplitStage,
-        ShardStage,
-    )
+_CLASSES = {  # pipeline order
+    "mine": ("hfl.stages.mine", "MineStage"),
+    "quality": ("hfl.stages.quality", "QualityStage"),
+    "pair": ("hfl.stages.pair", "PairStage"),
+    "identity": ("hfl.stages.identity", "IdentityStage"),
+    "caption": ("hfl.stages.caption", "CaptionStage"),
+    "synth": ("hfl.stages.synth", "SynthStage"),
+    "validate": ("hfl.stages.validate", "ValidateStage"),
+    "split": ("hfl.stages.split", "SplitStage"),
+    "shard": ("hfl.stages.shard", "ShardStage"),
 }
+
+
+class _Registry(Mapping[str, type[Stage]]):
+    """Read-only mapping that imports a stage's module on first lookup."""
+
+    def __getitem__(self, name: str) -> type[Stage]:
+        module, cls = _CLASSES[name]
+        return getattr(importlib.import_module(module), cls)
+
+    def __contains__(self, name: object) -> bool:  # without importing the stage
+        return name in _CLASSES
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_CLASSES)
+
+    def __len__(self) -> int:
+        return len(_CLASSES)
+
+
+STAGES: Mapping[str, type[Stage]] = _Registry()
+
+
+def __getattr__(name: str) -> type[Stage]:
+    """`from hfl.stages import MineStage` still works (imports that stage's module)."""
+    for stage, (_, cls) in _CLASSES.items():
+        if cls == name:
+            return STAGES[stage]
+    raise AttributeError(f"module 'hfl.stages' has no attribute {name!r}")

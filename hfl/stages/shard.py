@@ -13,7 +13,6 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-import webdataset as wds
 
 from hfl.config import PipelineConfig, config_hash
 from hfl.engine.parts import write_json_atomic
@@ -116,6 +115,8 @@ class ShardStage(Stage):
         backends = used_backends(self.cfg)
         buf = io.BytesIO()
         manifest = []
+        import webdataset as wds  # lazy: it imports torch (~1.5 s), which only this stage needs
+
         with wds.TarWriter(buf, mtime=0.0, encoder=False) as sink:
             for key in keys:
                 sink.write(encode_sample(rows[key], chash, backends))
