@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from annotation_ui import throttle
 from annotation_ui.agreement import confusion_png
 from annotation_ui.deps import AdminCsrfDep, AdminDep, require_json, settings
-from annotation_ui.models import Item, Label, Project, User
+from annotation_ui.models import Item, Label, Project, User, utcnow
 from annotation_ui.security import create_user
 from annotation_ui.stats import project_report
 
@@ -19,6 +20,11 @@ class UserIn(BaseModel):
     username: str
     password: str
     role: str = "annotator"
+
+
+class LockoutIn(BaseModel):
+    scope: str
+    key: str
 
 
 def _project(s, project_id: int) -> Project:  # type: ignore[no-untyped-def]
@@ -99,8 +105,14 @@ def items(project_id: int, request: Request, auth: AdminDep, offset: int = 0, li
 
 @router.get("/users")
 def users(request: Request, auth: AdminDep) -> list[dict]:
-    with settings(request).db.read() as s:
+    cfg = settings(request)
+    with cfg.db.read() as s:
         counts = dict(s.execute(select(Label.annotator_id, func.count()).group_by(Label.annotator_id)).all())
+        locks = {
+            lk["key"]: lk
+            for lk in throttle.lockouts(s, cfg.login_policy, utcnow())
+            if lk["scope"] == throttle.ACCOUNT
+        }
         return [
             {
                 "id": u.id,
@@ -108,9 +120,28 @@ def users(request: Request, auth: AdminDep) -> list[dict]:
                 "role": u.role,
                 "active": u.active,
                 "labels": counts.get(u.id, 0),
+                "login_blocked_s": locks.get(throttle.account_key(u.username), {}).get("retry_after_s", 0),
+                "login_locked": locks.get(throttle.account_key(u.username), {}).get("locked", False),
             }
             for u in s.scalars(select(User).order_by(User.id))
         ]
+
+
+@router.get("/lockouts")
+def lockouts(request: Request, auth: AdminDep) -> list[dict]:
+    """Accounts and client addresses whose logins are locked or delayed right now."""
+    cfg = settings(request)
+    with cfg.db.read() as s:
+        return throttle.lockouts(s, cfg.login_policy, utcnow())
+
+
+@router.post("/lockouts/clear", dependencies=[Depends(require_json)])
+def clear_lockout(body: LockoutIn, request: Request, auth: AdminCsrfDep) -> dict:
+    """Lift a lock (and forget the failures) of an account or an address."""
+    if body.scope not in (throttle.ACCOUNT, throttle.ADDRESS):
+        raise HTTPException(422, "scope: account or address")
+    n = settings(request).db.transact(lambda s: throttle.clear(s, body.scope, body.key[:255]))
+    return {"cleared": n}
 
 
 @router.post("/users", dependencies=[Depends(require_json)])

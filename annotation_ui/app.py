@@ -12,6 +12,7 @@ from annotation_ui import api_admin, api_auth, api_label
 from annotation_ui.assign import AssignError
 from annotation_ui.db import Database
 from annotation_ui.deps import Settings, optional_user
+from annotation_ui.throttle import LoginPolicy
 
 STATIC = Path(__file__).parent / "static"
 SECURITY_HEADERS = {
@@ -25,9 +26,20 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(db: Database, secure_cookies: bool = False, session_hours: float = 12.0) -> FastAPI:
+def create_app(
+    db: Database,
+    secure_cookies: bool = False,
+    session_hours: float = 12.0,
+    login_policy: LoginPolicy | None = None,
+) -> FastAPI:
+    """The labelling app on one database; `login_policy`: login throttling thresholds."""
     app = FastAPI(title="HFL expression labelling", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.settings = Settings(db=db, secure_cookies=secure_cookies, session_hours=session_hours)
+    app.state.settings = Settings(
+        db=db,
+        secure_cookies=secure_cookies,
+        session_hours=session_hours,
+        login_policy=login_policy or LoginPolicy(),
+    )
     app.include_router(api_auth.router)
     app.include_router(api_label.router)
     app.include_router(api_admin.router)

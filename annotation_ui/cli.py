@@ -143,14 +143,44 @@ def passwd(
 
 @app.command("users")
 def users(db: Db = DEFAULT_DB) -> None:
-    """List accounts."""
+    """List accounts (role, active or disabled, login lock) and locked client addresses."""
     from sqlalchemy import select
 
-    from annotation_ui.models import User
+    from annotation_ui import throttle
+    from annotation_ui.models import User, utcnow
 
+    policy = throttle.LoginPolicy()
     with _db(db).read() as s:
+        locks = {(lk["scope"], lk["key"]): lk for lk in throttle.lockouts(s, policy, utcnow())}
         for u in s.scalars(select(User).order_by(User.id)):
-            typer.echo(f"{u.username}\t{u.role}\t{'active' if u.active else 'disabled'}")
+            lk = locks.pop((throttle.ACCOUNT, throttle.account_key(u.username)), None)
+            state = "active" if u.active else "disabled"
+            if lk:
+                state += f"\tlogin {'locked' if lk['locked'] else 'delayed'} {lk['retry_after_s']} s"
+            typer.echo(f"{u.username}\t{u.role}\t{state}")
+        for (scope, key), lk in locks.items():
+            what = "locked" if lk["locked"] else "delayed"
+            typer.echo(f"[{scope}] {key}\t{lk['failures']} failed logins\t{what} {lk['retry_after_s']} s")
+
+
+@app.command("unlock")
+def unlock(
+    name: Annotated[str | None, typer.Argument(help="user name")] = None,
+    address: Annotated[str | None, typer.Option(help="a client address instead of a user")] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Lift a login lock of a user (or of a client address) and forget its failed logins."""
+    from annotation_ui import throttle
+    from annotation_ui.security import normalize_username
+
+    if (name is None) == (address is None):
+        _fail("give a user name or --address")
+    if address:
+        scope, key = throttle.ADDRESS, address
+    else:
+        scope, key = throttle.ACCOUNT, throttle.account_key(normalize_username(name or ""))
+    n = _db(db).transact(lambda s: throttle.clear(s, scope, key))
+    typer.echo(f"{scope} {key}: {'unlocked' if n else 'was not locked'}")
 
 
 @app.command("import")

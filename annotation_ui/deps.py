@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from annotation_ui.db import Database
 from annotation_ui.security import CSRF_HEADER, SESSION_COOKIE, session_user, tokens_equal
+from annotation_ui.throttle import LoginPolicy
 
 
 @dataclass
@@ -16,6 +17,7 @@ class Settings:
     db: Database
     secure_cookies: bool = False
     session_hours: float = 12.0
+    login_policy: LoginPolicy = field(default_factory=LoginPolicy)
 
 
 @dataclass

@@ -46,7 +46,25 @@ async function loadProject(pid) {
 
 async function loadUsers() {
   const users = await HFL.api("GET", "api/admin/users");
-  table($("users"), ["user", "role", "labels"], users.map((u) => [u.username, u.role, u.labels]));
+  table($("users"), ["user", "role", "labels", "login"], users.map((u) => [u.username, u.role, u.labels,
+    u.login_locked ? `locked ${u.login_blocked_s} s` : (u.login_blocked_s ? `delayed ${u.login_blocked_s} s` : "")]));
+  await loadLockouts();
+}
+
+async function loadLockouts() {
+  const locks = await HFL.api("GET", "api/admin/lockouts");
+  const head = HFL.el("tr", {}, ...["scope", "account / address", "failed logins", "state", ""].map((h) => HFL.el("th", { text: h })));
+  $("lockouts").replaceChildren(head, ...locks.map((lk) => {
+    const b = HFL.el("button", { type: "button", text: "unlock" });
+    b.addEventListener("click", async () => {
+      await HFL.api("POST", "api/admin/lockouts/clear", { scope: lk.scope, key: lk.key });
+      loadUsers();
+    });
+    return HFL.el("tr", {}, HFL.el("td", { text: lk.scope }), HFL.el("td", { text: lk.key }),
+      HFL.el("td", { text: String(lk.failures) }),
+      HFL.el("td", { text: `${lk.locked ? "locked" : "delayed"} ${lk.retry_after_s} s` }), HFL.el("td", {}, b));
+  }));
+  if (!locks.length) $("lockouts").append(HFL.el("tr", {}, HFL.el("td", { text: "none" })));
 }
 
 async function main() {
