@@ -11,6 +11,7 @@ from annotation_ui import throttle
 from annotation_ui.deps import CsrfDep, UserDep, require_json, settings
 from annotation_ui.models import Project, User, WebSession, utcnow
 from annotation_ui.security import (
+    MAX_PASSWORD,
     SESSION_COOKIE,
     check_password,
     hash_password,
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/api")
 
 class LoginIn(BaseModel):
     username: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
+    password: str = Field(max_length=MAX_PASSWORD)
 
 
 def client_address(request: Request) -> str:

@@ -12,18 +12,11 @@ from annotation_ui import api_admin, api_auth, api_label
 from annotation_ui.assign import AssignError
 from annotation_ui.db import Database
 from annotation_ui.deps import Settings, optional_user
+from annotation_ui.guard import SECURITY_HEADERS, Guard
 from annotation_ui.throttle import LoginPolicy
 
 STATIC = Path(__file__).parent / "static"
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-}
+__all__ = ["SECURITY_HEADERS", "create_app"]
 
 
 def create_app(
@@ -49,14 +42,7 @@ def create_app(
     def _assign_error(request: Request, exc: AssignError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        for k, v in SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        if request.url.path.startswith("/api/") and "/media/" not in request.url.path:
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(Guard)
 
     def page(name: str) -> FileResponse:
         return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})

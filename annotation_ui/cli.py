@@ -108,7 +108,7 @@ def adduser(
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     database = _db(db)
     try:
-        database.transact(lambda s: create_user(s, username, password, role))
+        database.transact(lambda s: create_user(s, username, password or "", role))
     except ValueError as exc:
         _fail(str(exc))
     typer.echo(f"added {role} {username}")
@@ -124,10 +124,14 @@ def passwd(
     from sqlalchemy import update
 
     from annotation_ui.models import User
-    from annotation_ui.security import hash_password
+    from annotation_ui.security import check_password_length, hash_password
 
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    try:
+        check_password_length(password)
+    except ValueError as exc:
+        _fail(str(exc))
     database = _db(db)
     n = database.transact(
         lambda s: (

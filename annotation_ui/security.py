@@ -59,9 +59,19 @@ def check_password(candidate: Candidate, password: str) -> bool:
     return ok and candidate.user_id is not None and candidate.active
 
 
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # the same bound on every path: login, adduser, passwd, the dashboard
+
+
+def check_password_length(password: str) -> None:
+    """Refuse a password that could never be used to log in (or that is too short)."""
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise ValueError(f"passwords need {MIN_PASSWORD} to {MAX_PASSWORD} characters (got {len(password)})")
+
+
 def hash_password(password: str) -> str:
-    if len(password) < 8:
-        raise ValueError("passwords need at least 8 characters")
+    """Argon2id hash of a password within the length bounds."""
+    check_password_length(password)
     return _hasher.hash(password)
 
 
