@@ -8,12 +8,13 @@ from sqlalchemy import func, select
 
 from annotation_ui import throttle
 from annotation_ui.agreement import confusion_png
-from annotation_ui.deps import AdminCsrfDep, AdminDep, require_json, settings
+from annotation_ui.deps import MAX_ID, AdminCsrfDep, AdminDep, parse_bounded, parse_id, require_json, settings
 from annotation_ui.models import Item, Label, Project, User, utcnow
 from annotation_ui.security import create_user
 from annotation_ui.stats import project_report
 
 router = APIRouter(prefix="/api/admin")
+MAX_PAGE = 500
 
 
 class UserIn(BaseModel):
@@ -56,32 +57,31 @@ def projects(request: Request, auth: AdminDep) -> list[dict]:
 
 
 @router.get("/projects/{project_id}/stats")
-def stats(project_id: int, request: Request, auth: AdminDep) -> dict:
+def stats(project_id: str, request: Request, auth: AdminDep) -> dict:
     with settings(request).db.read() as s:
-        return project_report(s, _project(s, project_id))
+        return project_report(s, _project(s, parse_id(project_id)))
 
 
 @router.get("/projects/{project_id}/confusion.png")
-def confusion(project_id: int, request: Request, auth: AdminDep) -> Response:
+def confusion(project_id: str, request: Request, auth: AdminDep) -> Response:
     with settings(request).db.read() as s:
-        report = project_report(s, _project(s, project_id))
+        report = project_report(s, _project(s, parse_id(project_id)))
     return Response(
         confusion_png(report["confusion"]), media_type="image/png", headers={"Cache-Control": "no-store"}
     )
 
 
 @router.get("/projects/{project_id}/items")
-def items(project_id: int, request: Request, auth: AdminDep, offset: int = 0, limit: int = 100) -> dict:
+def items(project_id: str, request: Request, auth: AdminDep, offset: str = "0", limit: str = "100") -> dict:
+    """One page of the project's items with their votes; `limit` is clamped to 1..500, `offset` to >= 0."""
+    first = parse_bounded(offset, "offset", 0, MAX_ID)
+    size = parse_bounded(limit, "limit", 1, MAX_PAGE)
     with settings(request).db.read() as s:
-        project = _project(s, project_id)
+        project = _project(s, parse_id(project_id))
         report = project_report(s, project, with_items=True)
         results = report["items"]
         page = s.scalars(
-            select(Item)
-            .where(Item.project_id == project.id)
-            .order_by(Item.id)
-            .offset(offset)
-            .limit(min(limit, 500))
+            select(Item).where(Item.project_id == project.id).order_by(Item.id).offset(first).limit(size)
         ).all()
         out = []
         for it in page:

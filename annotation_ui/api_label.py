@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from annotation_ui import assign
-from annotation_ui.deps import Auth, CsrfDep, UserDep, require_json, settings
+from annotation_ui.deps import Auth, CsrfDep, UserDep, parse_id, require_json, settings
 from annotation_ui.labels import (
     ACTION_KEYS,
     EXPRESSION_KEYS,
@@ -77,9 +77,9 @@ def _next_payload(request: Request, project_id: int, auth: Auth) -> dict:
 
 
 @router.get("/projects/{project_id}")
-def project_info(project_id: int, request: Request, auth: UserDep) -> dict:
+def project_info(project_id: str, request: Request, auth: UserDep) -> dict:
     with settings(request).db.read() as s:
-        p = _project(s, project_id)
+        p = _project(s, parse_id(project_id))
         return {
             "id": p.id,
             "name": p.name,
@@ -94,12 +94,16 @@ def project_info(project_id: int, request: Request, auth: UserDep) -> dict:
 
 
 @router.post("/projects/{project_id}/next")
-def next_item(project_id: int, request: Request, auth: CsrfDep) -> dict:
-    return _next_payload(request, project_id, auth)
+def next_item(project_id: str, request: Request, auth: CsrfDep) -> dict:
+    return _next_payload(request, parse_id(project_id), auth)
 
 
 @router.post("/projects/{project_id}/items/{item_id}/label", dependencies=[Depends(require_json)])
-def label(project_id: int, item_id: int, body: LabelIn, request: Request, auth: CsrfDep) -> dict:
+def label(project_id: str, item_id: str, body: LabelIn, request: Request, auth: CsrfDep) -> dict:
+    return _label(parse_id(project_id), parse_id(item_id), body, request, auth)
+
+
+def _label(project_id: int, item_id: int, body: LabelIn, request: Request, auth: Auth) -> dict:
     def work(s: Session) -> dict:
         lab = assign.submit_label(
             s, _project(s, project_id), auth.user_id, item_id, body.expression, body.intensity
@@ -111,13 +115,21 @@ def label(project_id: int, item_id: int, body: LabelIn, request: Request, auth: 
 
 
 @router.post("/projects/{project_id}/items/{item_id}/skip")
-def skip(project_id: int, item_id: int, request: Request, auth: CsrfDep) -> dict:
+def skip(project_id: str, item_id: str, request: Request, auth: CsrfDep) -> dict:
+    return _skip(parse_id(project_id), parse_id(item_id), request, auth)
+
+
+def _skip(project_id: int, item_id: int, request: Request, auth: Auth) -> dict:
     _run(request, lambda s: assign.skip_item(s, _project(s, project_id), auth.user_id, item_id))
     return {"skipped": item_id, **_next_payload(request, project_id, auth)}
 
 
 @router.post("/projects/{project_id}/undo")
-def undo(project_id: int, request: Request, auth: CsrfDep) -> dict:
+def undo(project_id: str, request: Request, auth: CsrfDep) -> dict:
+    return _undo(parse_id(project_id), request, auth)
+
+
+def _undo(project_id: int, request: Request, auth: Auth) -> dict:
     def work(s: Session) -> dict:
         served = assign.undo_last(s, _project(s, project_id), auth.user_id)
         return {"undone": served.item_id, "item": _item_json(served)}
@@ -128,9 +140,9 @@ def undo(project_id: int, request: Request, auth: CsrfDep) -> dict:
 @router.get("/items/{item_id}/media/{role}")
 def media(item_id: str, role: str, request: Request, auth: UserDep) -> Response:
     """An item's image by id and role only; annotators get images of items in their own queue only."""
-    if not item_id.isdigit() or role not in MEDIA_ROLES:
+    iid = parse_id(item_id)
+    if role not in MEDIA_ROLES:
         raise HTTPException(404)
-    iid = int(item_id)
     with settings(request).db.read() as s:
         if not auth.is_admin:
             mine = (

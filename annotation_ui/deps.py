@@ -83,3 +83,23 @@ UserDep = Annotated[Auth, Depends(current_user)]
 CsrfDep = Annotated[Auth, Depends(csrf_user)]
 AdminDep = Annotated[Auth, Depends(admin_user)]
 AdminCsrfDep = Annotated[Auth, Depends(admin_csrf_user)]
+
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in both databases
+
+
+def parse_id(raw: str) -> int:
+    """A path id: ASCII digits only (no '²', Arabic-Indic or full-width digits), 1..2^31-1; else 404."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
+        raise HTTPException(404, "no such id")
+    return int(raw)
+
+
+def parse_bounded(raw: str, name: str, lo: int, hi: int) -> int:
+    """A query integer: ASCII digits with an optional '-', clamped to [lo, hi]; anything else is 422."""
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 64:
+        raise HTTPException(422, f"{name}: an integer")
+    if len(digits) > 18:  # far outside any bound: clamp without building a huge int
+        return lo if raw.startswith("-") else hi
+    return min(hi, max(lo, int(raw)))

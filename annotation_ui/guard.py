@@ -1,7 +1,9 @@
 """The outer ASGI guard of the app: security headers on every answer, request-size limits enforced
 before the body is read.
 
-* Every response, errors included, carries the security headers (CSP, frame, sniffing, referrer) and
+* An unexpected exception is answered with a JSON 500 (logged with its traceback) instead of a bare
+  error from the server, and
+* every response, errors included, carries the security headers (CSP, frame, sniffing, referrer) and
   API answers `Cache-Control: no-store` (images excepted).
 
 * A request whose `Content-Length` exceeds the limit is answered 413 at once: the body is never read
@@ -15,6 +17,7 @@ before the body is read.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -25,6 +28,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+log = logging.getLogger("annotation_ui")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -104,6 +108,21 @@ class Guard:
             await self.app(scope, receive, send)
             return
         send = _with_headers(scope, send)
+        started = False
+
+        async def tracked(msg: Message) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self._limited(scope, receive, tracked)
+        except Exception:  # noqa: BLE001  (the last line of defence: answer, log, keep the server up)
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await send_json(tracked, 500, "internal error (logged on the server)", [])
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = body_limit(scope, self.limit, self.anon_limit)
         length = _header(scope, b"content-length")
         if length is not None:

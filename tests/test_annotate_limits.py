@@ -127,3 +127,76 @@ def test_password_length_is_the_same_everywhere(setup: Database, tmp_path: Path)
     assert r.exit_code == 2 and "8 to 1024 characters" in r.output
     r = run(app, ["passwd", "ok1", "--db", url], env={"HFL_ANNOTATE_PASSWORD": "short"})
     assert r.exit_code == 2 and "8 to 1024 characters" in r.output
+
+
+NINES30 = "9" * 30
+BAD_IDS = [
+    f"/api/items/{NINES30}/media/src",
+    "/api/items/%C2%B2/media/src",  # superscript two: str.isdigit() is True, int() raises
+    "/api/items/" + "9" * 5000 + "/media/image",
+    "/api/items/%D9%A3/media/image",  # Arabic-Indic three
+    "/api/items/%EF%BC%91/media/image",  # full-width one
+    "/api/items/0/media/image",
+    "/api/items/2147483648/media/image",  # one past the 32-bit range
+    f"/api/projects/{NINES30}",
+    "/api/projects/%C2%B2",
+    "/api/projects/" + "9" * 5000,
+    "/api/projects/%EF%BC%91",
+    f"/api/admin/projects/{NINES30}/stats",
+    f"/api/admin/projects/{NINES30}/items",
+    "/api/admin/projects/%D9%A1/confusion.png",
+]
+
+
+def test_ids_never_500_and_the_connection_survives(setup: Database) -> None:
+    """The issue's requests, as an admin (who passes every role check), on one kept-alive connection."""
+    with LiveServer(create_app(setup)) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+        login(c, "boss", PASSWORD)
+        for path in BAD_IDS:
+            r = c.get(path)
+            assert r.status_code == 404, (path[:60], r.status_code, r.text[:200])
+            assert all(r.headers.get(k) == v for k, v in SECURITY_HEADERS.items()), path[:60]
+            assert c.get("/api/me").status_code == 200  # the next request on the connection works
+        for method, path in [
+            ("POST", f"/api/projects/{NINES30}/next"),
+            ("POST", f"/api/projects/1/items/{NINES30}/skip"),
+            ("POST", "/api/projects/%C2%B2/undo"),
+        ]:
+            r = c.request(method, path)
+            assert r.status_code == 404 and r.headers["x-frame-options"] == "DENY", (path, r.text)
+        r = c.post(f"/api/projects/1/items/{NINES30}/label", json={"expression": "neutral"})
+        assert r.status_code == 404
+        assert c.get("/api/items/1/media/image").status_code == 200  # an ordinary id still works
+        assert c.get("/api/projects/1").status_code == 200
+
+
+def test_offset_and_limit_are_clamped(setup: Database) -> None:
+    boss = TestClient(create_app(setup))
+    login(boss, "boss", PASSWORD)
+    base = "/api/admin/projects/1/items"
+    r = boss.get(f"{base}?offset={'9' * 25}")
+    assert r.status_code == 200 and r.json() == {"total": 3, "items": []}
+    assert len(boss.get(f"{base}?limit=-1").json()["items"]) == 1  # clamped to 1, not "no limit"
+    assert len(boss.get(f"{base}?limit={'9' * 40}").json()["items"]) == 3  # clamped to 500
+    assert len(boss.get(f"{base}?offset=-5&limit=2").json()["items"]) == 2
+    for bad in ("offset=abc", "limit=%C2%B2", "limit=1e3", "offset=" + "9" * 100):
+        r = boss.get(f"{base}?{bad}")
+        assert r.status_code == 422 and r.headers["x-content-type-options"] == "nosniff", bad
+
+
+def test_an_unexpected_error_is_a_500_with_headers() -> None:
+    """The guard's last line of defence, on an app that raises: JSON 500 with every security header."""
+    from fastapi import FastAPI
+
+    from annotation_ui.guard import Guard
+
+    app = FastAPI()
+    app.add_middleware(Guard)
+
+    @app.get("/boom")
+    def boom() -> dict:
+        raise OverflowError("Python int too large to convert to SQLite INTEGER")
+
+    r = TestClient(app).get("/boom")
+    assert r.status_code == 500 and r.json() == {"detail": "internal error (logged on the server)"}
+    assert all(r.headers.get(k) == v for k, v in SECURITY_HEADERS.items())
