@@ -9,9 +9,10 @@ from sqlalchemy import func, select
 from annotation_ui import throttle
 from annotation_ui.agreement import confusion_png
 from annotation_ui.deps import MAX_ID, AdminCsrfDep, AdminDep, parse_bounded, parse_id, require_json, settings
-from annotation_ui.models import Item, Label, Project, User, utcnow
+from annotation_ui.models import Item, Label, Project, ProjectMember, User, utcnow
 from annotation_ui.security import create_user
 from annotation_ui.stats import project_report
+from annotation_ui.team import find_user, members, set_active, set_member, team_size
 
 router = APIRouter(prefix="/api/admin")
 MAX_PAGE = 500
@@ -21,6 +22,16 @@ class UserIn(BaseModel):
     username: str
     password: str
     role: str = "annotator"
+    projects: list[int] = []  # project ids the new user is a member of
+
+
+class ActiveIn(BaseModel):
+    active: bool
+
+
+class MemberIn(BaseModel):
+    username: str
+    member: bool = True
 
 
 class LockoutIn(BaseModel):
@@ -107,6 +118,9 @@ def items(project_id: str, request: Request, auth: AdminDep, offset: str = "0", 
 def users(request: Request, auth: AdminDep) -> list[dict]:
     cfg = settings(request)
     with cfg.db.read() as s:
+        member_of: dict[int, list[int]] = {}
+        for pid, uid in s.execute(select(ProjectMember.project_id, ProjectMember.user_id)):
+            member_of.setdefault(uid, []).append(pid)
         counts = dict(s.execute(select(Label.annotator_id, func.count()).group_by(Label.annotator_id)).all())
         locks = {
             lk["key"]: lk
@@ -120,6 +134,7 @@ def users(request: Request, auth: AdminDep) -> list[dict]:
                 "role": u.role,
                 "active": u.active,
                 "labels": counts.get(u.id, 0),
+                "projects": sorted(member_of.get(u.id, [])),
                 "login_blocked_s": locks.get(throttle.account_key(u.username), {}).get("retry_after_s", 0),
                 "login_locked": locks.get(throttle.account_key(u.username), {}).get("locked", False),
             }
@@ -148,9 +163,67 @@ def clear_lockout(body: LockoutIn, request: Request, auth: AdminCsrfDep) -> dict
 def add_user(body: UserIn, request: Request, auth: AdminCsrfDep) -> dict:
     def work(s):  # type: ignore[no-untyped-def]
         u = create_user(s, body.username, body.password, body.role)
-        return {"id": u.id, "username": u.username, "role": u.role}
+        for pid in body.projects:
+            set_member(s, _project(s, pid), u)
+        return {"id": u.id, "username": u.username, "role": u.role, "projects": sorted(body.projects)}
 
     try:
         return settings(request).db.transact(work)
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from exc
+
+
+@router.post("/users/{user_id}/active", dependencies=[Depends(require_json)])
+def user_active(user_id: str, body: ActiveIn, request: Request, auth: AdminCsrfDep) -> dict:
+    """Disable (ends their sessions and leases) or enable a user."""
+    uid = parse_id(user_id)
+    if uid == auth.user_id and not body.active:
+        raise HTTPException(422, "you cannot disable yourself")
+
+    def work(s):  # type: ignore[no-untyped-def]
+        u = s.get(User, uid)
+        if u is None:
+            raise HTTPException(404, "no such user")
+        ended = set_active(s, u, body.active)
+        return {"id": u.id, "username": u.username, "active": u.active, "sessions_ended": ended}
+
+    return settings(request).db.transact(work)
+
+
+@router.get("/projects/{project_id}/members")
+def project_members(project_id: str, request: Request, auth: AdminDep) -> dict:
+    """Every annotator, whether they are a member, and the team size against the raters per item."""
+    with settings(request).db.read() as s:
+        p = _project(s, parse_id(project_id))
+        inside = {u.id for u in members(s, p)}
+        everyone = s.scalars(select(User).where(User.role == "annotator").order_by(User.username)).all()
+        return {
+            "raters_per_item": p.raters_per_item,
+            "team_size": team_size(s, p),
+            "annotators": [
+                {"id": u.id, "username": u.username, "active": u.active, "member": u.id in inside}
+                for u in everyone
+            ],
+        }
+
+
+@router.post("/projects/{project_id}/members", dependencies=[Depends(require_json)])
+def set_project_member(project_id: str, body: MemberIn, request: Request, auth: AdminCsrfDep) -> dict:
+    """Add a user to the project, or remove them (their leases on its items end)."""
+    pid = parse_id(project_id)
+
+    def work(s):  # type: ignore[no-untyped-def]
+        p = _project(s, pid)
+        u = find_user(s, body.username)
+        changed = set_member(s, p, u, body.member)
+        return {
+            "username": u.username,
+            "member": body.member,
+            "changed": changed,
+            "team_size": team_size(s, p),
+        }
+
+    try:
+        return settings(request).db.transact(work)
+    except ValueError as exc:
+        raise HTTPException(404, str(exc)) from exc

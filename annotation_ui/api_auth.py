@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from annotation_ui import throttle
 from annotation_ui.deps import CsrfDep, UserDep, require_json, settings
-from annotation_ui.models import Project, User, WebSession, utcnow
+from annotation_ui.models import Project, ProjectMember, User, WebSession, utcnow
 from annotation_ui.security import (
     MAX_PASSWORD,
     SESSION_COOKIE,
@@ -99,5 +99,10 @@ def logout(request: Request, response: Response, auth: CsrfDep) -> dict:
 @router.get("/me")
 def me(request: Request, auth: UserDep) -> dict:
     with settings(request).db.read() as s:
-        projects = [{"id": p.id, "name": p.name} for p in s.scalars(select(Project).order_by(Project.id))]
+        q = select(Project).order_by(Project.id)
+        if not auth.is_admin:  # annotators: the projects they are members of
+            q = q.join(ProjectMember, ProjectMember.project_id == Project.id).where(
+                ProjectMember.user_id == auth.user_id
+            )
+        projects = [{"id": p.id, "name": p.name} for p in s.scalars(q)]
     return {"username": auth.username, "role": auth.role, "csrf": auth.csrf, "projects": projects}

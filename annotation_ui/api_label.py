@@ -21,7 +21,8 @@ from annotation_ui.labels import (
     INTENSITY_KEYS,
     MEDIA_ROLES,
 )
-from annotation_ui.models import Claim, ItemMedia, Label, Project, Skip
+from annotation_ui.models import Claim, Item, ItemMedia, Label, Project, ProjectMember, Skip
+from annotation_ui.team import is_member
 
 router = APIRouter(prefix="/api")
 T = TypeVar("T")
@@ -32,9 +33,10 @@ class LabelIn(BaseModel):
     intensity: str | None = None
 
 
-def _project(s: Session, project_id: int) -> Project:
+def _project(s: Session, project_id: int, auth: Auth) -> Project:
+    """The project, if the user may work on it (admins: any; annotators: their projects), else 404."""
     project = s.get(Project, project_id)
-    if project is None:
+    if project is None or not (auth.is_admin or is_member(s, project_id, auth.user_id)):
         raise HTTPException(404, "no such project")
     return project
 
@@ -65,12 +67,12 @@ def _run(request: Request, fn: Callable[[Session], T]) -> T:
 
 def _progress(request: Request, project_id: int, auth: Auth) -> dict:
     with settings(request).db.read() as s:  # outside the write transaction: SQLite readers run in parallel
-        return assign.progress(s, _project(s, project_id), auth.user_id)
+        return assign.progress(s, _project(s, project_id, auth), auth.user_id)
 
 
 def _next_payload(request: Request, project_id: int, auth: Auth) -> dict:
     def work(s: Session) -> dict | None:
-        return _item_json(assign.next_item(s, _project(s, project_id), auth.user_id))
+        return _item_json(assign.next_item(s, _project(s, project_id, auth), auth.user_id))
 
     item = _run(request, work)
     return {"item": item, "progress": _progress(request, project_id, auth)}
@@ -79,7 +81,7 @@ def _next_payload(request: Request, project_id: int, auth: Auth) -> dict:
 @router.get("/projects/{project_id}")
 def project_info(project_id: str, request: Request, auth: UserDep) -> dict:
     with settings(request).db.read() as s:
-        p = _project(s, parse_id(project_id))
+        p = _project(s, parse_id(project_id), auth)
         return {
             "id": p.id,
             "name": p.name,
@@ -106,7 +108,7 @@ def label(project_id: str, item_id: str, body: LabelIn, request: Request, auth: 
 def _label(project_id: int, item_id: int, body: LabelIn, request: Request, auth: Auth) -> dict:
     def work(s: Session) -> dict:
         lab = assign.submit_label(
-            s, _project(s, project_id), auth.user_id, item_id, body.expression, body.intensity
+            s, _project(s, project_id, auth), auth.user_id, item_id, body.expression, body.intensity
         )
         return {"id": lab.id, "item_id": item_id, "duration_ms": lab.duration_ms}
 
@@ -120,7 +122,7 @@ def skip(project_id: str, item_id: str, request: Request, auth: CsrfDep) -> dict
 
 
 def _skip(project_id: int, item_id: int, request: Request, auth: Auth) -> dict:
-    _run(request, lambda s: assign.skip_item(s, _project(s, project_id), auth.user_id, item_id))
+    _run(request, lambda s: assign.skip_item(s, _project(s, project_id, auth), auth.user_id, item_id))
     return {"skipped": item_id, **_next_payload(request, project_id, auth)}
 
 
@@ -131,7 +133,7 @@ def undo(project_id: str, request: Request, auth: CsrfDep) -> dict:
 
 def _undo(project_id: int, request: Request, auth: Auth) -> dict:
     def work(s: Session) -> dict:
-        served = assign.undo_last(s, _project(s, project_id), auth.user_id)
+        served = assign.undo_last(s, _project(s, project_id, auth), auth.user_id)
         return {"undone": served.item_id, "item": _item_json(served)}
 
     return {**_run(request, work), "progress": _progress(request, project_id, auth)}
@@ -145,12 +147,20 @@ def media(item_id: str, role: str, request: Request, auth: UserDep) -> Response:
         raise HTTPException(404)
     with settings(request).db.read() as s:
         if not auth.is_admin:
+            member = exists().where(
+                Item.id == iid,
+                ProjectMember.project_id == Item.project_id,
+                ProjectMember.user_id == auth.user_id,
+            )
             mine = (
                 s.scalar(
                     select(
-                        exists().where(Claim.item_id == iid, Claim.annotator_id == auth.user_id)
-                        | exists().where(Label.item_id == iid, Label.annotator_id == auth.user_id)
-                        | exists().where(Skip.item_id == iid, Skip.annotator_id == auth.user_id)
+                        member
+                        & (
+                            exists().where(Claim.item_id == iid, Claim.annotator_id == auth.user_id)
+                            | exists().where(Label.item_id == iid, Label.annotator_id == auth.user_id)
+                            | exists().where(Skip.item_id == iid, Skip.annotator_id == auth.user_id)
+                        )
                     )
                 )
                 or False

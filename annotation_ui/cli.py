@@ -99,19 +99,31 @@ def adduser(
     password: Annotated[
         str | None, typer.Option(envvar="HFL_ANNOTATE_PASSWORD", help="prompted for when not given")
     ] = None,
+    project: Annotated[
+        list[str] | None, typer.Option("--project", help="make the user a member of this project (repeat)")
+    ] = None,
     db: Db = DEFAULT_DB,
 ) -> None:
-    """Add an account (Argon2-hashed password)."""
+    """Add an account (Argon2-hashed password), optionally a member of projects."""
     from annotation_ui.security import create_user
+    from annotation_ui.team import find_project, set_member
 
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     database = _db(db)
+
+    def work(s):  # type: ignore[no-untyped-def]
+        u = create_user(s, username, password or "", role)
+        for name in project or []:
+            set_member(s, find_project(s, name), u)
+        return u.username
+
     try:
-        database.transact(lambda s: create_user(s, username, password or "", role))
+        name = database.transact(work)
     except ValueError as exc:
         _fail(str(exc))
-    typer.echo(f"added {role} {username}")
+    where = f" (member of {', '.join(project)})" if project else ""
+    typer.echo(f"added {role} {name}{where}")
 
 
 @app.command("passwd")
@@ -120,29 +132,79 @@ def passwd(
     password: Annotated[str | None, typer.Option(envvar="HFL_ANNOTATE_PASSWORD")] = None,
     db: Db = DEFAULT_DB,
 ) -> None:
-    """Set a user's password."""
-    from sqlalchemy import update
-
-    from annotation_ui.models import User
-    from annotation_ui.security import check_password_length, hash_password
+    """Set a user's password; every session of the user ends (they log in again)."""
+    from annotation_ui.security import check_password_length
+    from annotation_ui.team import find_user, set_password
 
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     try:
         check_password_length(password)
+        ended = _db(db).transact(lambda s: set_password(s, find_user(s, username), password or ""))
     except ValueError as exc:
         _fail(str(exc))
-    database = _db(db)
-    n = database.transact(
-        lambda s: (
-            s.execute(
-                update(User).where(User.username == username).values(password_hash=hash_password(password))
-            ).rowcount
+    typer.echo(f"password set for {username}; {ended} session(s) ended")
+
+
+def _set_active(username: str, active: bool, db: str) -> None:
+    from annotation_ui.team import find_user, set_active
+
+    try:
+        ended = _db(db).transact(lambda s: set_active(s, find_user(s, username), active))
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"{username} {'enabled' if active else f'disabled; {ended} session(s) ended'}")
+
+
+@app.command("disable")
+def disable(username: str, db: Db = DEFAULT_DB) -> None:
+    """Disable a user: they cannot log in, their sessions and leases end (their labels stay)."""
+    _set_active(username, False, db)
+
+
+@app.command("enable")
+def enable(username: str, db: Db = DEFAULT_DB) -> None:
+    """Enable a disabled user again."""
+    _set_active(username, True, db)
+
+
+@app.command("members")
+def members_cmd(
+    project: ProjectName = "default",
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="user names to add (repeat or a,b,c)")
+    ] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="user names to remove")] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Show or change who works on a project (annotators see and get only their projects)."""
+    from annotation_ui.team import find_project, find_user, members, set_member, team_size
+
+    def names(values: list[str] | None) -> list[str]:
+        return [n for v in values or [] for n in v.split(",") if n.strip()]
+
+    def work(s):  # type: ignore[no-untyped-def]
+        p = find_project(s, project)
+        for n in names(add):
+            set_member(s, p, find_user(s, n), True)
+        for n in names(remove):
+            set_member(s, p, find_user(s, n), False)
+        return [(u.username, u.role, u.active) for u in members(s, p)], team_size(s, p), p.raters_per_item
+
+    try:
+        rows, size, raters = _db(db).transact(work)
+    except ValueError as exc:
+        _fail(str(exc))
+    for name, role, active in rows:
+        typer.echo(f"{name}\t{role}\t{'active' if active else 'disabled'}")
+    typer.echo(f"project {project!r}: {size} active annotator(s), {raters} raters per item")
+    if size < raters:
+        typer.secho(
+            f"warning: {raters} raters per item but {size} annotators: no item can be completed "
+            f"(add members or lower the raters: hfl annotate settings --project {project} --raters {size})",
+            fg="yellow",
+            err=True,
         )
-    )
-    if not n:
-        _fail(f"no user {username!r}")
-    typer.echo(f"password set for {username}")
 
 
 @app.command("users")

@@ -91,17 +91,13 @@ def tokens_equal(a: str | None, b: str | None) -> bool:
 
 
 def create_user(s: Session, username: str, password: str, role: str = "annotator") -> User:
+    """A new account; the name is NFKC-normalised and refused when it looks like an existing one."""
+    from annotation_ui.team import check_username
+
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
-    if (
-        not username
-        or len(username) > 64
-        or not username.replace("-", "").replace("_", "").replace(".", "").isalnum()
-    ):
-        raise ValueError("user names: 1-64 letters, digits, '-', '_' or '.'")
-    if s.scalar(select(User).where(User.username == username)) is not None:
-        raise ValueError(f"user {username!r} exists")
-    user = User(username=username, password_hash=hash_password(password), role=role, active=True)
+    name = check_username(s, username)
+    user = User(username=name, password_hash=hash_password(password), role=role, active=True)
     s.add(user)
     s.flush()
     return user

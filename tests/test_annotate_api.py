@@ -278,8 +278,10 @@ def test_cli_import_label_export(tmp_path: Path, face_shard: Path, carphone_fram
     r = run(app, [*args, "--guidelines", str(guide), "--gold-every", "0"])
     assert r.exit_code == 0, r.output
     assert f"{len(carphone_frames)} added" in r.output
-    r = run(app, ["adduser", "ann1", "--db", url], env={"HFL_ANNOTATE_PASSWORD": PASSWORD})
-    assert r.exit_code == 0, r.output
+    r = run(
+        app, ["adduser", "ann1", "--db", url, "--project", "demo"], env={"HFL_ANNOTATE_PASSWORD": PASSWORD}
+    )
+    assert r.exit_code == 0 and "member of demo" in r.output, r.output
     assert run(app, ["adduser", "ann1", "--db", url], env={"HFL_ANNOTATE_PASSWORD": PASSWORD}).exit_code == 2
     db = Database(url)
     add_users(db, ["ann2", "ann3"])

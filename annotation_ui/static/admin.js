@@ -44,11 +44,47 @@ async function loadProject(pid) {
       it.kept ? "yes" : ""]));
 }
 
+let ME = null;
+
 async function loadUsers() {
   const users = await HFL.api("GET", "api/admin/users");
-  table($("users"), ["user", "role", "labels", "login"], users.map((u) => [u.username, u.role, u.labels,
-    u.login_locked ? `locked ${u.login_blocked_s} s` : (u.login_blocked_s ? `delayed ${u.login_blocked_s} s` : "")]));
+  const head = HFL.el("tr", {}, ...["user", "role", "labels", "login", "account"].map((h) => HFL.el("th", { text: h })));
+  $("users").replaceChildren(head, ...users.map((u) => {
+    const login = u.login_locked ? `locked ${u.login_blocked_s} s` : (u.login_blocked_s ? `delayed ${u.login_blocked_s} s` : "");
+    const cell = HFL.el("td", { text: u.active ? "active " : "disabled " });
+    if (u.username !== ME.username) {
+      const b = HFL.el("button", { type: "button", class: "small", text: u.active ? "disable" : "enable" });
+      b.addEventListener("click", async () => {
+        await HFL.api("POST", `api/admin/users/${u.id}/active`, { active: !u.active });
+        loadUsers();
+        loadMembers();
+      });
+      cell.append(b);
+    }
+    return HFL.el("tr", {}, HFL.el("td", { text: u.username }), HFL.el("td", { text: u.role }),
+      HFL.el("td", { text: String(u.labels) }), HFL.el("td", { text: login }), cell);
+  }));
   await loadLockouts();
+}
+
+async function loadMembers() {
+  const pid = $("project-select").value;
+  if (!pid) return;
+  const m = await HFL.api("GET", `api/admin/projects/${pid}/members`);
+  $("team-size").textContent = `(${m.team_size} active annotators · ${m.raters_per_item} raters per item)`;
+  $("team-warning").hidden = m.team_size >= m.raters_per_item;
+  $("team-warning").textContent = `Only ${m.team_size} active annotators for ${m.raters_per_item} raters per item: no item can be completed. Add members or lower the raters per item.`;
+  const head = HFL.el("tr", {}, ...["annotator", "member", "account"].map((h) => HFL.el("th", { text: h })));
+  $("members").replaceChildren(head, ...m.annotators.map((a) => {
+    const box = HFL.el("input", { type: "checkbox", "aria-label": `member: ${a.username}` });
+    box.checked = a.member;
+    box.addEventListener("change", async () => {
+      await HFL.api("POST", `api/admin/projects/${pid}/members`, { username: a.username, member: box.checked });
+      loadMembers();
+    });
+    return HFL.el("tr", {}, HFL.el("td", { text: a.username }), HFL.el("td", {}, box),
+      HFL.el("td", { text: a.active ? "active" : "disabled" }));
+  }));
 }
 
 async function loadLockouts() {
@@ -69,17 +105,19 @@ async function loadLockouts() {
 
 async function main() {
   const me = await HFL.api("GET", "api/me");
+  ME = me;
   HFL.csrf = me.csrf;
   $("who").textContent = me.username;
   $("logout").addEventListener("click", HFL.logout);
   const sel = $("project-select");
   sel.replaceChildren(...me.projects.map((p) => HFL.el("option", { value: String(p.id), text: p.name })));
-  sel.addEventListener("change", () => { $("label-link").href = `label?project=${sel.value}`; loadProject(sel.value); });
+  sel.addEventListener("change", () => { $("label-link").href = `label?project=${sel.value}`; loadProject(sel.value); loadMembers(); });
   $("adduser").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
       const u = await HFL.api("POST", "api/admin/users", {
         username: $("new-username").value, password: $("new-password").value, role: $("new-role").value,
+        projects: $("new-member").checked && sel.value ? [Number(sel.value)] : [],
       });
       $("adduser-status").textContent = `added ${u.username} (${u.role})`;
       ev.target.reset();
@@ -93,6 +131,7 @@ async function main() {
     sel.value = String(me.projects[0].id);
     $("label-link").href = `label?project=${sel.value}`;
     await loadProject(sel.value);
+    await loadMembers();
   }
   document.body.dataset.ready = "1";
 }
