@@ -1,9 +1,9 @@
 """Agreement: per-item majority and quorum, Fleiss' kappa, Krippendorff's alpha, per-annotator figures.
 
 Per-item rule (documented in README.md):
-- the item's expression is the one chosen by the most raters; the item is KEPT when that count reaches
-  the project's quorum (default 3 of 5). With a quorum above half the raters, the kept label is unique;
-  an item whose top count is tied is never kept.
+- the item's expression is the one chosen by the most raters; the item is KEPT when it holds all its
+  configured labels (default 5) and that count reaches the project's quorum (default 3 of the 5).
+  With a quorum above half the raters the kept label is unique; a tied top count is never kept.
 - its intensity is judged only among the raters who chose that expression: the median of their
   intensities on the ordinal scale slightly < normally < strongly (the lower median for an even count).
   A neutral face takes no intensity.
@@ -42,7 +42,8 @@ class ItemResult:
     intensity_votes: dict[str, int] = field(default_factory=dict)
 
 
-def item_result(item_id: int, votes: Sequence[Vote], quorum: int) -> ItemResult:
+def item_result(item_id: int, votes: Sequence[Vote], quorum: int, raters: int | None = None) -> ItemResult:
+    """The item's majority; kept only with `raters` labels (when given) of which `quorum` agree."""
     counts = Counter(v.expression for v in votes)
     ranked = counts.most_common()
     top: str | None = None
@@ -51,7 +52,8 @@ def item_result(item_id: int, votes: Sequence[Vote], quorum: int) -> ItemResult:
         n_agree = ranked[0][1]
         tied = len(ranked) > 1 and ranked[1][1] == n_agree
         top = None if tied else ranked[0][0]
-    kept = top is not None and n_agree >= quorum
+    complete = raters is None or len(votes) >= raters
+    kept = complete and top is not None and n_agree >= quorum
     intensities = sorted(
         INTENSITIES.index(v.intensity) for v in votes if v.expression == top and v.intensity is not None
     )
@@ -136,7 +138,7 @@ def confusion(votes: Sequence[Vote], results: dict[int, ItemResult]) -> np.ndarr
 def project_agreement(votes: Sequence[Vote], raters_per_item: int, quorum: int) -> dict:
     """Every figure the dashboard and the export report, from the non-gold votes of one project."""
     groups = _by_item(votes)
-    results = {i: item_result(i, vs, quorum) for i, vs in groups.items()}
+    results = {i: item_result(i, vs, quorum, raters_per_item) for i, vs in groups.items()}
     complete = [i for i, vs in groups.items() if len(vs) == raters_per_item]
     table = np.array(
         [[Counter(v.expression for v in groups[i])[e] for e in EXPRESSIONS] for i in sorted(complete)]

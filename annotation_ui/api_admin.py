@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from annotation_ui import throttle
 from annotation_ui.agreement import confusion_png
 from annotation_ui.deps import MAX_ID, AdminCsrfDep, AdminDep, parse_bounded, parse_id, require_json, settings
+from annotation_ui.importer import check_team, configure_project
 from annotation_ui.models import Item, Label, Project, ProjectMember, User, utcnow
 from annotation_ui.security import create_user
 from annotation_ui.stats import project_report
@@ -27,6 +28,14 @@ class UserIn(BaseModel):
 
 class ActiveIn(BaseModel):
     active: bool
+
+
+class SettingsIn(BaseModel):
+    raters_per_item: int | None = None
+    quorum: int | None = None
+    lease_seconds: int | None = None
+    show_instruction: bool | None = None
+    force: bool = False
 
 
 class MemberIn(BaseModel):
@@ -227,3 +236,33 @@ def set_project_member(project_id: str, body: MemberIn, request: Request, auth: 
         return settings(request).db.transact(work)
     except ValueError as exc:
         raise HTTPException(404, str(exc)) from exc
+
+
+@router.post("/projects/{project_id}/settings", dependencies=[Depends(require_json)])
+def project_settings(project_id: str, body: SettingsIn, request: Request, auth: AdminCsrfDep) -> dict:
+    """Change raters / quorum (by `importer.configure_project`'s rule), lease, instruction display."""
+    pid = parse_id(project_id)
+
+    def work(s):  # type: ignore[no-untyped-def]
+        p = _project(s, pid)
+        if body.raters_per_item is not None or body.quorum is not None:
+            configure_project(s, p, body.raters_per_item, body.quorum, body.force)
+            check_team(s, p, body.force)
+        if body.lease_seconds is not None:
+            if not 1 <= body.lease_seconds <= 86_400:
+                raise ValueError("lease_seconds: 1 to 86400")
+            p.lease_seconds = body.lease_seconds
+        if body.show_instruction is not None:
+            p.show_instruction = body.show_instruction
+        return {
+            "raters_per_item": p.raters_per_item,
+            "quorum": p.quorum,
+            "lease_seconds": p.lease_seconds,
+            "show_instruction": p.show_instruction,
+            "team_size": team_size(s, p),
+        }
+
+    try:
+        return settings(request).db.transact(work)
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc

@@ -271,9 +271,32 @@ def import_(
     lease_seconds: Annotated[int | None, typer.Option(help="how long a served item stays reserved")] = None,
     split: Annotated[str | None, typer.Option(help="only this split of a build")] = None,
     limit: Annotated[int | None, typer.Option(help="import at most N new items per source")] = None,
+    members: Annotated[
+        str | None, typer.Option(help="annotators who work on the project: a,b,c or 'all' (active ones)")
+    ] = None,
+    show_instruction: Annotated[
+        bool | None,
+        typer.Option(help="show a pair's edit instruction on the labelling page (hidden by default)"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="accept raters above the team size or a quorum that is not a majority")
+    ] = False,
 ) -> None:
-    """Import items (single faces or source/target pairs) into a project."""
-    from annotation_ui.importer import get_or_create_project, import_samples, load_gold, read_source
+    """Import items (single faces or source/target pairs) into a project.
+
+    Refused (nothing is imported) when the raters per item exceed the project's active annotator members
+    or the quorum is not a strict majority of the raters, unless --force."""
+    from sqlalchemy import select
+
+    from annotation_ui.importer import (
+        check_team,
+        get_or_create_project,
+        import_samples,
+        load_gold,
+        read_source,
+    )
+    from annotation_ui.models import User
+    from annotation_ui.team import find_user, set_member
 
     settings: dict = {}
     if config is not None:
@@ -295,7 +318,19 @@ def import_(
             guidelines=text,
             lease_seconds=lease_seconds or settings.get("lease_seconds"),
             gold_every=gold_every if gold_every is not None else settings.get("gold_every"),
+            force=force,
         )
+        show = show_instruction if show_instruction is not None else settings.get("show_instruction")
+        if show is not None:
+            p.show_instruction = bool(show)
+        wanted = members or settings.get("members")
+        if wanted == "all":
+            team = s.scalars(select(User).where(User.role == "annotator", User.active)).all()
+        else:
+            team = [find_user(s, n.strip()) for n in str(wanted or "").split(",") if n.strip()]
+        for u in team:
+            set_member(s, p, u)
+        check_team(s, p, force)
         results = [import_samples(s, p, read_source(src, split), gold_map, limit) for src in sources]
         return p.id, results
 
@@ -309,6 +344,48 @@ def import_(
     for src, r in zip(sources, results, strict=True):
         typer.echo(f"{src}: {r.added} added, {r.existing} already there, {len(r.skipped)} without an image")
     typer.echo(f"project {project!r} (id {pid})")
+
+
+@app.command("settings")
+def settings_cmd(
+    project: ProjectName = "default",
+    raters: Annotated[int | None, typer.Option(help="raters per item")] = None,
+    quorum: Annotated[int | None, typer.Option(help="agreeing raters to keep an item")] = None,
+    lease_seconds: Annotated[int | None, typer.Option(help="how long a served item stays reserved")] = None,
+    show_instruction: Annotated[bool | None, typer.Option(help="show a pair's instruction")] = None,
+    force: Annotated[
+        bool, typer.Option(help="accept raters above the team size or a quorum that is not a majority")
+    ] = False,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Show or change a project's raters per item, quorum, lease and instruction display.
+
+    Raters may go up at any time and down to the most labels an item already holds; the quorum may
+    change at any time (strict majority unless --force); see the README's team section."""
+    from annotation_ui.importer import check_team, configure_project
+    from annotation_ui.team import find_project, team_size
+
+    def work(s):  # type: ignore[no-untyped-def]
+        p = find_project(s, project)
+        if raters is not None or quorum is not None:
+            configure_project(s, p, raters, quorum, force)
+            check_team(s, p, force)
+        if lease_seconds is not None:
+            if lease_seconds < 1:
+                raise ValueError("--lease-seconds: at least 1")
+            p.lease_seconds = lease_seconds
+        if show_instruction is not None:
+            p.show_instruction = show_instruction
+        return p.raters_per_item, p.quorum, p.lease_seconds, p.show_instruction, team_size(s, p)
+
+    try:
+        r, q, lease, show, team = _db(db).transact(work)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"project {project!r}: {r} raters per item, quorum {q}, lease {lease} s, "
+        f"instruction {'shown' if show else 'hidden'}, {team} active annotator member(s)"
+    )
 
 
 @app.command()
@@ -338,9 +415,15 @@ def export(
         if p is None:
             _fail(f"no project {project!r}")
         summary = export_project(s, p, out, formats, eval_fraction, eval_size, seed)
+    r, q = summary["project"]["raters_per_item"], summary["project"]["quorum"]
     typer.echo(
-        f"kept {summary['items_kept']} of {summary['items_complete']} complete items "
-        f"({summary['train']} train / {summary['eval']} eval) -> {out}"
+        f"exported {summary['items_kept']} items ({summary['train']} train / {summary['eval']} eval) -> {out}"
+    )
+    typer.echo(
+        f"of {summary['items_total']} items: {summary['items_complete']} complete ({r} labels each), "
+        f"{summary['items_kept']} of them kept (>= {q} of {r} agree), "
+        f"{summary['items_complete'] - summary['items_kept']} without a quorum; "
+        f"{summary['items_total'] - summary['items_complete']} not complete yet (not exported)"
     )
     typer.echo(
         "fleiss kappa {:.3f} · alpha expression {} · alpha intensity {}".format(

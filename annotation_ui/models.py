@@ -74,6 +74,8 @@ class Project(Base):
     lease_seconds: Mapped[int] = mapped_column(Integer, default=600)
     gold_every: Mapped[int] = mapped_column(Integer, default=10)
     guidelines: Mapped[str] = mapped_column(Text, default="")
+    # A pair's edit instruction can bias an expression label: hidden on the labelling page unless set.
+    show_instruction: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from annotation_ui.agreement import Vote, gold_accuracy, project_agreement
@@ -31,6 +31,10 @@ def project_report(s: Session, project: Project, with_items: bool = False) -> di
         .where(Item.project_id == project.id, Item.is_gold)
     ).all()
     report["gold"] = gold_accuracy(gold_rows)
+    report["items_total"] = int(
+        s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id, ~Item.is_gold))
+        or 0
+    )
     report["project"] = {
         "id": project.id,
         "name": project.name,
@@ -38,5 +42,6 @@ def project_report(s: Session, project: Project, with_items: bool = False) -> di
         "quorum": project.quorum,
         "gold_every": project.gold_every,
         "lease_seconds": project.lease_seconds,
+        "show_instruction": project.show_instruction,
     }
     return report

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from annotation_ui.app import create_app
 from annotation_ui.db import Database
-from annotation_ui.models import Claim, ProjectMember, User
+from annotation_ui.models import Claim, Item, Project, ProjectMember, User
 from annotation_ui.security import create_user
 from annotation_ui.team import skeleton
 from annotation_ui.testing import login
@@ -182,7 +182,16 @@ def test_migration_makes_existing_annotators_members(tmp_path: Path) -> None:
                 "guidelines, created_at) VALUES (1, 'p', 5, 3, 600, 10, '', '2026-01-01')"
             )
         )
+        conn.execute(
+            text(
+                "INSERT INTO items (id, project_id, key, kind, is_gold, max_labels, n_labels, created_at) "
+                "VALUES (1, 1, 'k', 'face', 0, 5, 0, '2026-01-01')"
+            )
+        )
     db.migrate()
     with db.read() as s:
         assert s.execute(select(ProjectMember.project_id, ProjectMember.user_id)).all() == [(1, 1)]
+        # nothing was lost on the way (a table copy on SQLite would cascade-delete the project's rows)
+        assert s.execute(select(Item.key, Item.project_id)).all() == [("k", 1)]
+        assert s.get(Project, 1).show_instruction is False
     db.dispose()

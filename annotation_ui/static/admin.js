@@ -14,10 +14,14 @@ function pct(x) {
 async function loadProject(pid) {
   const st = await HFL.api("GET", `api/admin/projects/${pid}/stats`);
   const p = st.project;
+  $("set-raters").value = p.raters_per_item;
+  $("set-quorum").value = p.quorum;
+  $("set-lease").value = p.lease_seconds;
+  $("set-instruction").checked = p.show_instruction;
   const kv = [
     ["raters per item / quorum", `${p.raters_per_item} / ${p.quorum}`],
     ["labels", st.labels],
-    ["items labelled / complete / kept", `${st.items_labelled} / ${st.items_complete} / ${st.items_kept}`],
+    ["items / labelled / complete / kept", `${st.items_total} / ${st.items_labelled} / ${st.items_complete} / ${st.items_kept}`],
     ["kept share of complete items", pct(st.kept_rate_of_complete)],
     ["Fleiss' kappa (expression)", HFL.fmt(st.fleiss_kappa_expression)],
     ["Krippendorff's alpha (expression, nominal)", HFL.fmt(st.krippendorff_alpha_expression_nominal)],
@@ -124,6 +128,21 @@ async function main() {
       loadUsers();
     } catch (e) {
       $("adduser-status").textContent = e.message;
+    }
+  });
+  $("settings").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const r = await HFL.api("POST", `api/admin/projects/${sel.value}/settings`, {
+        raters_per_item: Number($("set-raters").value), quorum: Number($("set-quorum").value),
+        lease_seconds: Number($("set-lease").value), show_instruction: $("set-instruction").checked,
+        force: $("set-force").checked,
+      });
+      $("settings-status").textContent = `saved: ${r.raters_per_item} raters, quorum ${r.quorum}, lease ${r.lease_seconds} s`;
+      loadProject(sel.value);
+      loadMembers();
+    } catch (e) {
+      $("settings-status").textContent = e.message;
     }
   });
   await loadUsers();
