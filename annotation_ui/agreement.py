@@ -158,6 +158,12 @@ def project_agreement(votes: Sequence[Vote], raters_per_item: int, quorum: int) 
             "median_seconds": float(np.median([v.duration_ms for v in mine]) / 1000) if mine else None,
         }
     kept = [r for r in results.values() if r.kept]
+    secs = np.asarray([v.duration_ms for v in votes], dtype=float) / 1000
+    timing = (
+        {q: float(np.percentile(secs, int(q[1:]))) for q in ("p50", "p95", "p99")} | {"n": int(secs.size)}
+        if secs.size
+        else None
+    )
     return {
         "labels": len(votes),
         "items_labelled": len(groups),
@@ -176,6 +182,7 @@ def project_agreement(votes: Sequence[Vote], raters_per_item: int, quorum: int) 
         "kept_expressions": dict(Counter(r.expression for r in kept if r.expression)),
         "annotators": annotators,
         "confusion": confusion(votes, results).tolist(),
+        "seconds_per_item": timing,  # served -> submit, what a lease has to cover
         "items": results,
     }
 

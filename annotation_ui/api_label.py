@@ -21,7 +21,7 @@ from annotation_ui.labels import (
     INTENSITY_KEYS,
     MEDIA_ROLES,
 )
-from annotation_ui.models import Claim, Item, ItemMedia, Label, Project, ProjectMember, Skip
+from annotation_ui.models import Claim, Item, ItemMedia, Label, Project, ProjectMember, Skip, utcnow
 from annotation_ui.team import is_member
 
 router = APIRouter(prefix="/api")
@@ -50,6 +50,7 @@ def _item_json(served: assign.Served | None) -> dict | None:
         "instruction": served.instruction,
         "media": {role: f"api/items/{served.item_id}/media/{role}" for role in served.media},
         "lease_expires": served.lease_expires.isoformat() + "Z",
+        "lease_remaining_s": max(0, round((served.lease_expires - utcnow()).total_seconds())),
     }
 
 
@@ -124,6 +125,15 @@ def skip(project_id: str, item_id: str, request: Request, auth: CsrfDep) -> dict
 def _skip(project_id: int, item_id: int, request: Request, auth: Auth) -> dict:
     _run(request, lambda s: assign.skip_item(s, _project(s, project_id, auth), auth.user_id, item_id))
     return {"skipped": item_id, **_next_payload(request, project_id, auth)}
+
+
+@router.post("/projects/{project_id}/items/{item_id}/renew")
+def renew(project_id: str, item_id: str, request: Request, auth: CsrfDep) -> dict:
+    """Extend the lease on the item on screen (the page calls this while the annotator is active)."""
+    pid, iid = parse_id(project_id), parse_id(item_id)
+    expires = _run(request, lambda s: assign.renew(s, _project(s, pid, auth), auth.user_id, iid))
+    remaining = max(0, round((expires - utcnow()).total_seconds()))
+    return {"item_id": iid, "lease_expires": expires.isoformat() + "Z", "lease_remaining_s": remaining}
 
 
 @router.post("/projects/{project_id}/undo")

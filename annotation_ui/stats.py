@@ -35,6 +35,14 @@ def project_report(s: Session, project: Project, with_items: bool = False) -> di
         s.scalar(select(func.count()).select_from(Item).where(Item.project_id == project.id, ~Item.is_gold))
         or 0
     )
+    timing = report.get("seconds_per_item")
+    report["lease_warning"] = (
+        f"the lease ({project.lease_seconds} s) is under 3x the measured p99 time per item "
+        f"({timing['p99']:.0f} s): slow answers may be thrown away; raise it (hfl annotate settings "
+        f"--lease-seconds {max(60, round(3 * timing['p99']))})"
+        if timing and timing["n"] >= 20 and project.lease_seconds < 3 * timing["p99"]
+        else None
+    )
     report["project"] = {
         "id": project.id,
         "name": project.name,

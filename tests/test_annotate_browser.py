@@ -140,3 +140,50 @@ def test_keyboard_only_labelling_and_dashboard(
     }
     assert (shots / "labelling.png").stat().st_size > 10_000
     assert (shots / "dashboard.png").stat().st_size > 10_000
+
+
+class SlowLabels:
+    """ASGI wrapper that holds every label submit for `delay_s`: a slow network, reproducibly."""
+
+    def __init__(self, app, delay_s: float) -> None:  # type: ignore[no-untyped-def]
+        self.app, self.delay_s = app, delay_s
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        import asyncio
+
+        if scope["type"] == "http" and scope["path"].endswith("/label"):
+            await asyncio.sleep(self.delay_s)
+        await self.app(scope, receive, send)
+
+
+def test_keys_typed_while_saving_are_refused_visibly(sqlite_db: Database, face_shard: Path) -> None:
+    """A second label typed while the first is still saving used to vanish silently: now the page says
+    that the keys were not used, and the next face arrives with nothing selected."""
+    from playwright.sync_api import expect, sync_playwright
+
+    make_project(sqlite_db, face_shard, limit=3, raters_per_item=1, quorum=1, gold_every=0)
+    add_users(sqlite_db, ["alice"])
+    with LiveServer(SlowLabels(create_app(sqlite_db), 2.0)) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(srv.url + "/login")
+            log_in_with_keyboard(page, "alice")
+            expect(page.locator("body")).to_have_attribute("data-ready", "1", timeout=LOGIN_TIMEOUT_MS)
+            first = page.locator("#stage").get_attribute("data-item-id")
+            for k in ("2", "q", "Enter"):
+                page.keyboard.press(k)
+            expect(page.locator("body")).to_have_attribute("data-busy", "1")
+            page.keyboard.press("3")  # the second label, typed while the first is saving
+            expect(page.locator("#status")).to_have_text(
+                f"still saving #{first}: wait for the next face (the key 3 was not used)"
+            )
+            page.keyboard.press("Enter")
+            expect(page.locator("#status")).to_contain_text("(the key Enter was not used)")
+            expect(page.locator("#status")).to_contain_text(f"saved #{first}", timeout=10_000)
+            expect(page.locator("#stage")).not_to_have_attribute("data-item-id", first)
+            expect(page.locator("#expressions button.on")).to_have_count(0)  # nothing carried over
+        finally:
+            browser.close()
+    with sqlite_db.read() as s:
+        assert s.execute(select(Label.expression, Label.intensity)).all() == [("happy", "slightly")]

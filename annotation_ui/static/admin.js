@@ -26,6 +26,10 @@ async function loadProject(pid) {
     ["Fleiss' kappa (expression)", HFL.fmt(st.fleiss_kappa_expression)],
     ["Krippendorff's alpha (expression, nominal)", HFL.fmt(st.krippendorff_alpha_expression_nominal)],
     ["Krippendorff's alpha (intensity, ordinal)", HFL.fmt(st.krippendorff_alpha_intensity_ordinal)],
+    ["seconds per item p50 / p95 / p99 (lease)", st.seconds_per_item
+      ? `${HFL.fmt(st.seconds_per_item.p50, 1)} / ${HFL.fmt(st.seconds_per_item.p95, 1)} / ${HFL.fmt(st.seconds_per_item.p99, 1)} (${p.lease_seconds} s)`
+      : `– (${p.lease_seconds} s)`],
+    ["lease", st.lease_warning || "fine"],
     ["kept by expression", Object.entries(st.kept_expressions).map(([k, v]) => `${k} ${v}`).join(", ") || "–"],
   ];
   $("figures").replaceChildren(...kv.map(([k, v]) => HFL.el("tr", {}, HFL.el("th", { text: k }), HFL.el("td", { text: String(v) }))));
