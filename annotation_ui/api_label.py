@@ -89,6 +89,7 @@ def project_info(project_id: str, request: Request, auth: UserDep) -> dict:
             "guidelines": p.guidelines,
             "raters_per_item": p.raters_per_item,
             "quorum": p.quorum,
+            "show_instruction": p.show_instruction,
             "expressions": list(EXPRESSIONS),
             "intensities": list(INTENSITIES),
             "keys": {"expression": EXPRESSION_KEYS, "intensity": INTENSITY_KEYS, "actions": ACTION_KEYS},

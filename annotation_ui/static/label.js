@@ -41,6 +41,7 @@ function renderItem(item) {
   const images = $("images");
   images.replaceChildren();
   $("instruction").textContent = "";
+  $("instruction").hidden = true;
   $("done").hidden = item !== null;
   $("stage").dataset.itemId = item ? String(item.id) : "";
   if (item) {
@@ -52,7 +53,11 @@ function renderItem(item) {
       if (item.kind === "pair") fig.append(HFL.el("figcaption", { text: role === "src" ? "source" : "target — label this one" }));
       images.append(fig);
     }
-    if (item.instruction) $("instruction").textContent = item.instruction;
+    // A pair's instruction can bias the label: shown only when the project asks for it.
+    if (item.instruction && S.info.show_instruction) {
+      $("instruction").textContent = `instruction: ${item.instruction}`;
+      $("instruction").hidden = false;
+    }
   }
   renderChoices();
 }
