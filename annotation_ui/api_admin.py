@@ -12,7 +12,7 @@ from annotation_ui.deps import MAX_ID, AdminCsrfDep, AdminDep, parse_bounded, pa
 from annotation_ui.importer import check_team, configure_project
 from annotation_ui.models import Item, Label, Project, ProjectMember, User, utcnow
 from annotation_ui.security import create_user
-from annotation_ui.stats import project_report
+from annotation_ui.stats import cached, item_results, project_report
 from annotation_ui.team import find_user, members, set_active, set_member, team_size
 
 router = APIRouter(prefix="/api/admin")
@@ -79,16 +79,17 @@ def projects(request: Request, auth: AdminDep) -> list[dict]:
 @router.get("/projects/{project_id}/stats")
 def stats(project_id: str, request: Request, auth: AdminDep) -> dict:
     with settings(request).db.read() as s:
-        return project_report(s, _project(s, parse_id(project_id)))
+        return project_report(s, _project(s, parse_id(project_id)), use_cache=True)
 
 
 @router.get("/projects/{project_id}/confusion.png")
 def confusion(project_id: str, request: Request, auth: AdminDep) -> Response:
     with settings(request).db.read() as s:
-        report = project_report(s, _project(s, parse_id(project_id)))
-    return Response(
-        confusion_png(report["confusion"]), media_type="image/png", headers={"Cache-Control": "no-store"}
-    )
+        p = _project(s, parse_id(project_id))
+        png = cached(
+            s, p, "confusion.png", lambda: confusion_png(project_report(s, p, use_cache=True)["confusion"])
+        )
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/projects/{project_id}/items")
@@ -98,11 +99,10 @@ def items(project_id: str, request: Request, auth: AdminDep, offset: str = "0", 
     size = parse_bounded(limit, "limit", 1, MAX_PAGE)
     with settings(request).db.read() as s:
         project = _project(s, parse_id(project_id))
-        report = project_report(s, project, with_items=True)
-        results = report["items"]
         page = s.scalars(
             select(Item).where(Item.project_id == project.id).order_by(Item.id).offset(first).limit(size)
         ).all()
+        results = item_results(s, project, [it.id for it in page if not it.is_gold])
         out = []
         for it in page:
             r = results.get(it.id)

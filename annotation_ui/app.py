@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -17,6 +18,14 @@ from annotation_ui.throttle import LoginPolicy
 
 STATIC = Path(__file__).parent / "static"
 __all__ = ["SECURITY_HEADERS", "create_app"]
+
+
+def _warm_imports() -> None:
+    import krippendorff  # noqa: F401
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 def create_app(
@@ -43,6 +52,8 @@ def create_app(
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     app.add_middleware(Guard)
+    # the dashboard's first confusion image would otherwise pay matplotlib's import (seconds, cold)
+    threading.Thread(target=_warm_imports, daemon=True).start()
 
     def page(name: str) -> FileResponse:
         return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})

@@ -17,7 +17,7 @@ from annotation_ui import assign
 from annotation_ui.app import create_app
 from annotation_ui.db import Database
 from annotation_ui.importer import configure_project, get_or_create_project
-from annotation_ui.models import Item, Project
+from annotation_ui.models import Item, Label, Project
 from annotation_ui.testing import login
 
 pytest_plugins = ["annotate_fixtures"]
@@ -181,3 +181,33 @@ def test_configure_rule_on_the_database(any_db: Database, face_shard: Path) -> N
     any_db.transact(lambda s: get_or_create_project(s, "p", raters_per_item=5))
     with any_db.read() as s:
         assert (s.get(Project, p.id).raters_per_item, s.get(Project, p.id).quorum) == (5, 3)
+
+
+def test_cached_dashboard_figures_follow_every_change(sqlite_db: Database, face_shard: Path) -> None:
+    """The dashboard's cached figures change with every label, undo and relabel (SQLite reuses the id of
+    a deleted last row, so the cache key also holds the newest label time) and with the settings."""
+    make_project(sqlite_db, face_shard, limit=2, raters_per_item=1, quorum=1, gold_every=0)
+    add_users(sqlite_db, ["a"])
+    add_users(sqlite_db, ["boss"], role="admin")
+    boss, a = TestClient(create_app(sqlite_db)), TestClient(create_app(sqlite_db))
+    login(boss, "boss", PASSWORD)
+    login(a, "a", PASSWORD)
+
+    def kept() -> dict:
+        return boss.get("/api/admin/projects/1/stats").json()["kept_expressions"]
+
+    assert kept() == {}
+    item = a.post("/api/projects/1/next").json()["item"]["id"]
+    a.post(f"/api/projects/1/items/{item}/label", json={"expression": "sad", "intensity": "normally"})
+    assert kept() == {"sad": 1}
+    png_sad = boss.get("/api/admin/projects/1/confusion.png").content
+    assert boss.get("/api/admin/projects/1/confusion.png").content == png_sad  # cached: same bytes
+    assert a.post("/api/projects/1/undo").json()["undone"] == item
+    assert kept() == {}
+    a.post(f"/api/projects/1/items/{item}/label", json={"expression": "happy", "intensity": "normally"})
+    with sqlite_db.read() as s:
+        assert s.scalar(select(Label.id)) == 1  # the same id as the undone label
+    assert kept() == {"happy": 1}
+    assert boss.get("/api/admin/projects/1/confusion.png").content != png_sad
+    boss.post("/api/admin/projects/1/settings", json={"raters_per_item": 2, "force": True}).raise_for_status()
+    assert kept() == {}  # one label of two: not complete any more
