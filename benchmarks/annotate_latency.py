@@ -53,7 +53,7 @@ def real_faces(n: int) -> list[bytes]:
 def prepare(url: str, n_items: int, n_annotators: int, raters: int) -> None:
     from annotation_ui.db import Database
     from annotation_ui.importer import Sample, get_or_create_project, import_samples
-    from annotation_ui.models import User
+    from annotation_ui.models import ProjectMember, User, utcnow
     from annotation_ui.security import hash_password
 
     db = Database(url)
@@ -68,10 +68,13 @@ def prepare(url: str, n_items: int, n_annotators: int, raters: int) -> None:
     def work(s):  # type: ignore[no-untyped-def]
         p = get_or_create_project(s, "bench", raters_per_item=raters, quorum=(raters // 2) + 1, gold_every=0)
         import_samples(s, p, samples)
-        s.add_all(
+        users = [
             User(username=f"ann{i:03d}", password_hash=pw, role="annotator", active=True)
             for i in range(n_annotators)
-        )
+        ]
+        s.add_all(users)
+        s.flush()
+        s.add_all(ProjectMember(project_id=p.id, user_id=u.id, added_at=utcnow()) for u in users)
 
     db.transact(work)
     db.dispose()
@@ -79,8 +82,10 @@ def prepare(url: str, n_items: int, n_annotators: int, raters: int) -> None:
 
 def start_server(url: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "HFL_ANNOTATE_DB": url, "PYTHONPATH": str(ROOT)}
+    # a long keep-alive: clients idle at the start barrier while all of them log in
     cmd = [sys.executable, "-m", "uvicorn", "annotation_ui.app_factory:app", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+           "--port", str(port), "--log-level", "warning", "--no-access-log",
+           "--timeout-keep-alive", "120"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -143,12 +148,14 @@ async def load(
     acked: list = []
     served: list = []
     go = asyncio.Barrier(n + 1)
+    t_login = time.perf_counter()
     tasks = [
         asyncio.create_task(annotator(base, f"ann{i:03d}", i, lat, acked, served, go, think))
         for i in range(n)
     ]
     await go.wait()
     t0 = time.perf_counter()
+    print(f"  all {n} logged in after {t0 - t_login:.1f} s (Argon2, at most 2 checks at once per process)")
     await asyncio.gather(*tasks)
     return lat, acked, served, time.perf_counter() - t0
 
