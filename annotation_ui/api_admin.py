@@ -164,7 +164,9 @@ def clear_lockout(body: LockoutIn, request: Request, auth: AdminCsrfDep) -> dict
     """Lift a lock (and forget the failures) of an account or an address."""
     if body.scope not in (throttle.ACCOUNT, throttle.ADDRESS):
         raise HTTPException(422, "scope: account or address")
-    n = settings(request).db.transact(lambda s: throttle.clear(s, body.scope, body.key[:255]))
+    cfg = settings(request)
+    n = cfg.db.transact(lambda s: throttle.clear(s, body.scope, body.key[:255]))
+    cfg.login_holds.release((body.scope, body.key[:255]))
     return {"cleared": n}
 
 

@@ -42,9 +42,14 @@ def login(body: LoginIn, request: Request, response: Response) -> dict:
     cfg = settings(request)
     name = normalize_username(body.username)
     keys = [(throttle.ACCOUNT, throttle.account_key(name)), (throttle.ADDRESS, client_address(request))]
-    with cfg.db.read() as s:
-        wait = throttle.retry_after(s, cfg.login_policy, keys, utcnow())
-        candidate = None if wait else login_candidate(s, name)
+    wait = cfg.login_holds.blocked(keys)  # a flood of refused attempts: answered from memory
+    candidate = None
+    if not wait:
+        with cfg.db.read() as s:
+            found = throttle.waits(s, cfg.login_policy, keys, utcnow())
+            candidate = None if found else login_candidate(s, name)
+        wait = max(found.values(), default=0)
+        cfg.login_holds.hold(found, cfg.login_policy.local_hold_s)
     if wait or candidate is None:
         raise HTTPException(
             429, f"too many failed logins: try again in {wait} s", headers={"Retry-After": str(wait)}

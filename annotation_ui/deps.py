@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, Request
 
 from annotation_ui.db import Database
 from annotation_ui.security import CSRF_HEADER, SESSION_COOKIE, session_user, tokens_equal
-from annotation_ui.throttle import LoginPolicy
+from annotation_ui.throttle import LocalHolds, LoginPolicy
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Settings:
     secure_cookies: bool = False
     session_hours: float = 12.0
     login_policy: LoginPolicy = field(default_factory=LoginPolicy)
+    login_holds: LocalHolds = field(default_factory=LocalHolds)
 
 
 @dataclass

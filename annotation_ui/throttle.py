@@ -17,6 +17,8 @@ address that guesses other accounts). A refused (throttled) attempt is not count
 from __future__ import annotations
 
 import math
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -52,6 +54,7 @@ class LoginPolicy:
 
     account: Rule = field(default_factory=lambda: Rule(free=3, lock_after=10))
     address: Rule = field(default_factory=lambda: Rule(free=10, lock_after=50))
+    local_hold_s: float = 5.0  # see LocalHolds
 
     def rule(self, scope: str) -> Rule:
         return self.account if scope == ACCOUNT else self.address
@@ -81,10 +84,48 @@ def _wait(row: LoginThrottle, rule: Rule, now: datetime) -> float:
     return max(0.0, (row.last_failure_at - now).total_seconds() + rule.delay_s(row.failures))
 
 
+def waits(s: Session, policy: LoginPolicy, keys: list[tuple[str, str]], now: datetime) -> dict:
+    """Seconds each throttled key must still wait (keys that may go ahead are left out)."""
+    out = {}
+    for r in _rows(s, keys):
+        w = _wait(r, policy.rule(r.scope), now)
+        if w > 0:
+            out[(r.scope, r.key)] = math.ceil(w)
+    return out
+
+
 def retry_after(s: Session, policy: LoginPolicy, keys: list[tuple[str, str]], now: datetime) -> int:
     """Seconds the caller must wait before a login attempt is checked (0: go ahead)."""
-    wait = max((_wait(r, policy.rule(r.scope), now) for r in _rows(s, keys)), default=0.0)
-    return math.ceil(wait) if wait > 0 else 0
+    return max(waits(s, policy, keys, now).values(), default=0)
+
+
+class LocalHolds:
+    """Keys this process has seen throttled, held for at most `hold_s`: a flood of refused attempts is
+    answered from memory, without a database read. The database stays the authority (every worker
+    records failures there); a lock lifted by an admin on another worker reaches this one within
+    `hold_s` (at once on the worker that lifted it)."""
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, keys: list[tuple[str, str]]) -> int:
+        now = time.monotonic()
+        with self._lock:
+            left = max((self._until.get(k, 0.0) - now for k in keys), default=0.0)
+        return math.ceil(left) if left > 0 else 0
+
+    def hold(self, found: dict[tuple[str, str], int], hold_s: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._until) > 10_000:  # never grows without bound
+                self._until.clear()
+            for k, w in found.items():
+                self._until[k] = max(self._until.get(k, 0.0), now + min(w, hold_s))
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._until.pop(key, None)
 
 
 def record_failure(s: Session, policy: LoginPolicy, keys: list[tuple[str, str]], now: datetime) -> None:

@@ -10,6 +10,7 @@ Items are frames of the real carphone clip. Prints p50/p95 (ms), throughput and 
 
     python benchmarks/annotate_latency.py                       # 50 annotators, SQLite then PostgreSQL
     python benchmarks/annotate_latency.py --backend sqlite --annotators 20 --items 100
+    python benchmarks/annotate_latency.py --backend sqlite --guessers 8   # 8 password guessers meanwhile
 """
 
 from __future__ import annotations
@@ -141,8 +142,18 @@ async def annotator(
                 raise RuntimeError(f"{name}: {r.status_code} {r.text}")
 
 
+async def guesser(base: str, target: str, stop: asyncio.Event, codes: Counter) -> None:
+    """An attacker guessing `target`'s password as fast as the server answers, ignoring Retry-After."""
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=httpx.Limits(max_connections=1)) as c:
+        n = 0
+        while not stop.is_set():
+            r = await c.post("/api/login", json={"username": target, "password": f"guess-{n:06d}"})
+            codes[r.status_code] += 1
+            n += 1
+
+
 async def load(
-    base: str, n: int, think: tuple[float, float]
+    base: str, n: int, think: tuple[float, float], guessers: int = 0
 ) -> tuple[dict[str, list[float]], list, list, float]:
     lat: dict[str, list[float]] = {"next": [], "label+next": []}
     acked: list = []
@@ -156,8 +167,17 @@ async def load(
     await go.wait()
     t0 = time.perf_counter()
     print(f"  all {n} logged in after {t0 - t_login:.1f} s (Argon2, at most 2 checks at once per process)")
+    stop, codes = asyncio.Event(), Counter()
+    attackers = [asyncio.create_task(guesser(base, f"ann{i % n:03d}", stop, codes)) for i in range(guessers)]
     await asyncio.gather(*tasks)
-    return lat, acked, served, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(*attackers)
+    if guessers:
+        print(
+            f"  {guessers} guessers made {sum(codes.values())} login attempts: {dict(sorted(codes.items()))}"
+        )
+    return lat, acked, served, wall
 
 
 def check(url: str, acked: list, served: list, raters: int) -> dict[str, int]:
@@ -207,7 +227,7 @@ def run(backend: str, args: argparse.Namespace, tmp: Path) -> None:
         proc = start_server(url, port)
         try:
             lat, acked, served, wall = asyncio.run(
-                load(f"http://127.0.0.1:{port}", args.annotators, tuple(args.think))
+                load(f"http://127.0.0.1:{port}", args.annotators, tuple(args.think), args.guessers)
             )
         finally:
             proc.terminate()
@@ -246,6 +266,9 @@ def main() -> None:
         help="seconds each annotator looks at an item (uniform); 0 0 saturates the server",
     )
     ap.add_argument("--raters", type=int, default=5)
+    ap.add_argument(
+        "--guessers", type=int, default=0, help="attackers guessing annotators' passwords during the run"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hfl-annotate-bench-"))

@@ -66,7 +66,9 @@ def test_181_wrong_passwords_are_throttled_across_workers(team: Database) -> Non
 
 def test_lock_visible_to_admins_and_lifted(team: Database) -> None:
     policy = LoginPolicy(
-        account=Rule(free=100, lock_after=5, lock_s=600), address=Rule(free=100, lock_after=100)
+        account=Rule(free=100, lock_after=5, lock_s=600),
+        address=Rule(free=100, lock_after=100),
+        local_hold_s=0,  # every attempt asks the database: the unlock below must show at once
     )
     c = TestClient(create_app(team, login_policy=policy))
     assert [_try(c, "ann", "wrong-password").status_code for _ in range(5)] == [401] * 5
@@ -150,3 +152,24 @@ def test_cli_shows_and_lifts_a_lock(tmp_path: Path) -> None:
     assert r.exit_code == 0 and "unlocked" in r.output
     assert _try(c, "ann", PASSWORD).status_code == 200
     db.dispose()
+
+
+def test_a_flood_of_refused_attempts_is_answered_from_memory(sqlite_db: Database, face_shard: Path) -> None:
+    """Once the database said "wait", the same worker refuses further attempts without reading it (up to
+    local_hold_s); an unlock on that worker takes effect at once."""
+    from sqlalchemy import delete
+
+    make_project(sqlite_db, face_shard, limit=1, gold_every=0)
+    add_users(sqlite_db, ["ann"])
+    add_users(sqlite_db, ["boss"], role="admin")
+    app = create_app(sqlite_db)
+    c = TestClient(app)
+    assert [_try(c, "ann", "wrong-password").status_code for _ in range(4)] == [401, 401, 401, 429]
+    sqlite_db.transact(lambda s: s.execute(delete(LoginThrottle)))  # the database forgets...
+    assert _try(c, "ann", PASSWORD).status_code == 429  # ...this worker still holds the key
+    assert _try(TestClient(create_app(sqlite_db)), "ann", PASSWORD).status_code == 200  # another does not
+    assert _try(c, "boss", PASSWORD).status_code == 200  # the address was not held: only the account
+    boss = TestClient(app)
+    login(boss, "boss", PASSWORD)
+    boss.post("/api/admin/lockouts/clear", json={"scope": "account", "key": "ann"}).raise_for_status()
+    assert _try(c, "ann", PASSWORD).status_code == 200
