@@ -326,8 +326,9 @@ def import_(
         wanted = members or settings.get("members")
         if wanted == "all":
             team = s.scalars(select(User).where(User.role == "annotator", User.active)).all()
-        else:
-            team = [find_user(s, n.strip()) for n in str(wanted or "").split(",") if n.strip()]
+        else:  # "a,b,c" on the command line, a list or a string in the YAML config
+            listed = wanted if isinstance(wanted, list) else str(wanted or "").split(",")
+            team = [find_user(s, str(n).strip()) for n in listed if str(n).strip()]
         for u in team:
             set_member(s, p, u)
         check_team(s, p, force)
