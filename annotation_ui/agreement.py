@@ -1,9 +1,9 @@
 """Agreement: per-item majority and quorum, Fleiss' kappa, Krippendorff's alpha, per-annotator figures.
 
 Per-item rule (documented in README.md):
-- the item's expression is the one chosen by the most raters; the item is KEPT when that count reaches
-  the project's quorum (default 3 of 5). With a quorum above half the raters, the kept label is unique;
-  an item whose top count is tied is never kept.
+- the item's expression is the one chosen by the most raters; the item is KEPT when it holds all its
+  configured labels (default 5) and that count reaches the project's quorum (default 3 of the 5).
+  With a quorum above half the raters the kept label is unique; a tied top count is never kept.
 - its intensity is judged only among the raters who chose that expression: the median of their
   intensities on the ordinal scale slightly < normally < strongly (the lower median for an even count).
   A neutral face takes no intensity.
@@ -42,7 +42,8 @@ class ItemResult:
     intensity_votes: dict[str, int] = field(default_factory=dict)
 
 
-def item_result(item_id: int, votes: Sequence[Vote], quorum: int) -> ItemResult:
+def item_result(item_id: int, votes: Sequence[Vote], quorum: int, raters: int | None = None) -> ItemResult:
+    """The item's majority; kept only with `raters` labels (when given) of which `quorum` agree."""
     counts = Counter(v.expression for v in votes)
     ranked = counts.most_common()
     top: str | None = None
@@ -51,7 +52,8 @@ def item_result(item_id: int, votes: Sequence[Vote], quorum: int) -> ItemResult:
         n_agree = ranked[0][1]
         tied = len(ranked) > 1 and ranked[1][1] == n_agree
         top = None if tied else ranked[0][0]
-    kept = top is not None and n_agree >= quorum
+    complete = raters is None or len(votes) >= raters
+    kept = complete and top is not None and n_agree >= quorum
     intensities = sorted(
         INTENSITIES.index(v.intensity) for v in votes if v.expression == top and v.intensity is not None
     )
@@ -133,49 +135,123 @@ def confusion(votes: Sequence[Vote], results: dict[int, ItemResult]) -> np.ndarr
     return m
 
 
-def project_agreement(votes: Sequence[Vote], raters_per_item: int, quorum: int) -> dict:
-    """Every figure the dashboard and the export report, from the non-gold votes of one project."""
-    groups = _by_item(votes)
-    results = {i: item_result(i, vs, quorum) for i, vs in groups.items()}
-    complete = [i for i, vs in groups.items() if len(vs) == raters_per_item]
-    table = np.array(
-        [[Counter(v.expression for v in groups[i])[e] for e in EXPRESSIONS] for i in sorted(complete)]
-    ).reshape(len(complete), len(EXPRESSIONS))
-    kappa = fleiss_kappa(table) if len(complete) and raters_per_item >= 2 else None
+@dataclass
+class VoteColumns:
+    """Votes as columns (what the database hands over fastest): codes instead of strings."""
+
+    item_ids: np.ndarray  # int
+    raters: list[str]  # one name per vote
+    expression: np.ndarray  # index into EXPRESSIONS
+    intensity: np.ndarray  # index into INTENSITIES, -1 for none (neutral)
+    duration_ms: np.ndarray  # float
+
+    @classmethod
+    def from_votes(cls, votes: Sequence[Vote]) -> VoteColumns:
+        e_code = {e: i for i, e in enumerate(EXPRESSIONS)}
+        i_code = {x: i for i, x in enumerate(INTENSITIES)}
+        return cls(
+            item_ids=np.fromiter((v.item_id for v in votes), dtype=np.int64, count=len(votes)),
+            raters=[v.annotator for v in votes],
+            expression=np.fromiter((e_code[v.expression] for v in votes), dtype=np.int64, count=len(votes)),
+            intensity=np.fromiter(
+                (-1 if v.intensity is None else i_code[v.intensity] for v in votes),
+                dtype=np.int64,
+                count=len(votes),
+            ),
+            duration_ms=np.fromiter((v.duration_ms for v in votes), dtype=float, count=len(votes)),
+        )
+
+
+def project_agreement(
+    votes: Sequence[Vote] | VoteColumns, raters_per_item: int, quorum: int, with_items: bool = True
+) -> dict:
+    """Every figure the dashboard and the export report, from the non-gold votes of one project.
+
+    Vectorised (numpy) over all votes at once: at the paper's 91 K labels this takes a fraction of a
+    second; `item_result` states the same per-item rule one item at a time (tested to agree)."""
+    cols = votes if isinstance(votes, VoteColumns) else VoteColumns.from_votes(votes)
+    n_e, n_i = len(EXPRESSIONS), len(INTENSITIES)
+    item_ids, inverse = np.unique(cols.item_ids, return_inverse=True)
+    names, ridx = np.unique(np.asarray(cols.raters, dtype=object).astype(str), return_inverse=True)
+    expr, inten = cols.expression, cols.intensity
+    n_items = len(item_ids)
+    counts = np.bincount(inverse * n_e + expr, minlength=n_items * n_e).reshape(n_items, n_e)
+    n_labels = counts.sum(axis=1)
+    n_agree = counts.max(axis=1, initial=0)
+    tied = (counts == n_agree[:, None]).sum(axis=1) > 1
+    top = np.where(tied, -1, counts.argmax(axis=1))
+    complete = n_labels == raters_per_item
+    kept = (n_labels >= raters_per_item) & ~tied & (n_agree >= quorum)
+    # intensity: the lower median among the raters who chose the item's expression
+    chose = (expr == top[inverse]) & (inten >= 0)
+    icounts = np.bincount(inverse[chose] * n_i + inten[chose], minlength=n_items * n_i).reshape(n_items, n_i)
+    n_int = icounts.sum(axis=1)
+    median = np.argmax(icounts.cumsum(axis=1) > ((n_int - 1) // 2)[:, None], axis=1)
+    median = np.where(n_int > 0, median, -1)
+    kappa = fleiss_kappa(counts[complete]) if complete.any() and raters_per_item >= 2 else None
+    exp_m = np.full((len(names), n_items), np.nan)
+    exp_m[ridx, inverse] = expr
+    int_m = np.full((len(names), n_items), np.nan)
+    has_int = inten >= 0
+    int_m[ridx[has_int], inverse[has_int]] = inten[has_int]
+    on_kept = kept[inverse]
+    agree = on_kept & (expr == top[inverse])
+    exact = agree & (inten == median[inverse])
+    per = {k: np.bincount(ridx, weights=w, minlength=len(names)) for k, w in
+           (("labels", None), ("on_kept", on_kept), ("agree", agree), ("exact", exact))}  # fmt: skip
+    order = np.argsort(ridx, kind="stable")
+    bounds = np.cumsum(per["labels"]).astype(int)
+    secs = cols.duration_ms / 1000
     annotators: dict[str, dict] = {}
-    for name in sorted({v.annotator for v in votes}):
-        mine = [v for v in votes if v.annotator == name]
-        on_kept = [v for v in mine if results[v.item_id].kept]
-        agree = [v for v in on_kept if v.expression == results[v.item_id].expression]
-        exact = [v for v in agree if v.intensity == results[v.item_id].intensity]
-        annotators[name] = {
-            "labels": len(mine),
-            "on_kept_items": len(on_kept),
-            "expression_agreement": len(agree) / len(on_kept) if on_kept else None,
-            "exact_agreement": len(exact) / len(on_kept) if on_kept else None,
-            "median_seconds": float(np.median([v.duration_ms for v in mine]) / 1000) if mine else None,
+    for r, name in enumerate(names):
+        mine = secs[order[bounds[r] - int(per["labels"][r]) : bounds[r]]]
+        n_kept = int(per["on_kept"][r])
+        annotators[str(name)] = {
+            "labels": int(per["labels"][r]),
+            "on_kept_items": n_kept,
+            "expression_agreement": per["agree"][r] / n_kept if n_kept else None,
+            "exact_agreement": per["exact"][r] / n_kept if n_kept else None,
+            "median_seconds": float(np.median(mine)) if mine.size else None,
         }
-    kept = [r for r in results.values() if r.kept]
-    return {
-        "labels": len(votes),
-        "items_labelled": len(groups),
-        "items_complete": len(complete),
-        "items_kept": len(kept),
-        "kept_rate_of_complete": (
-            sum(results[i].kept for i in complete) / len(complete) if complete else None
-        ),
+    conf = np.zeros((n_e, n_e), dtype=int)
+    np.add.at(conf, (top[inverse][on_kept], expr[on_kept]), 1)
+    timing = (
+        {q: float(np.percentile(secs, int(q[1:]))) for q in ("p50", "p95", "p99")} | {"n": int(secs.size)}
+        if secs.size
+        else None
+    )
+    report = {
+        "labels": int(len(expr)),
+        "items_labelled": n_items,
+        "items_complete": int(complete.sum()),
+        "items_kept": int(kept.sum()),
+        "kept_rate_of_complete": float(kept[complete].mean()) if complete.any() else None,
         "fleiss_kappa_expression": kappa,
-        "krippendorff_alpha_expression_nominal": krippendorff_alpha(
-            reliability_matrix(votes, "expression"), "nominal"
-        ),
-        "krippendorff_alpha_intensity_ordinal": krippendorff_alpha(
-            reliability_matrix(votes, "intensity"), "ordinal"
-        ),
-        "kept_expressions": dict(Counter(r.expression for r in kept if r.expression)),
+        "krippendorff_alpha_expression_nominal": krippendorff_alpha(exp_m, "nominal"),
+        "krippendorff_alpha_intensity_ordinal": krippendorff_alpha(int_m, "ordinal"),
+        "kept_expressions": {
+            EXPRESSIONS[int(e)]: int(c)
+            for e, c in zip(*np.unique(top[kept], return_counts=True), strict=True)
+        },
         "annotators": annotators,
-        "confusion": confusion(votes, results).tolist(),
-        "items": results,
+        "confusion": conf.tolist(),
+        "seconds_per_item": timing,  # served -> submit, what a lease has to cover
     }
+    if with_items:
+        report["items"] = {
+            int(item_ids[k]): ItemResult(
+                item_id=int(item_ids[k]),
+                n_labels=int(n_labels[k]),
+                votes={EXPRESSIONS[e]: int(counts[k, e]) for e in np.flatnonzero(counts[k])},
+                expression=None if top[k] < 0 else EXPRESSIONS[int(top[k])],
+                n_agree=int(n_agree[k]),
+                kept=bool(kept[k]),
+                intensity=None if median[k] < 0 else INTENSITIES[int(median[k])],
+                intensity_votes={INTENSITIES[i]: int(icounts[k, i]) for i in np.flatnonzero(icounts[k])},
+            )
+            for k in range(n_items)
+        }
+    return report
 
 
 def gold_accuracy(rows: Iterable[tuple[str, str, str | None, str, str | None]]) -> dict[str, dict]:

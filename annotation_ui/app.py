@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -12,22 +13,35 @@ from annotation_ui import api_admin, api_auth, api_label
 from annotation_ui.assign import AssignError
 from annotation_ui.db import Database
 from annotation_ui.deps import Settings, optional_user
+from annotation_ui.guard import SECURITY_HEADERS, Guard
+from annotation_ui.throttle import LoginPolicy
 
 STATIC = Path(__file__).parent / "static"
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-}
+__all__ = ["SECURITY_HEADERS", "create_app"]
 
 
-def create_app(db: Database, secure_cookies: bool = False, session_hours: float = 12.0) -> FastAPI:
+def _warm_imports() -> None:
+    import krippendorff  # noqa: F401
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
+def create_app(
+    db: Database,
+    secure_cookies: bool = False,
+    session_hours: float = 12.0,
+    login_policy: LoginPolicy | None = None,
+) -> FastAPI:
+    """The labelling app on one database; `login_policy`: login throttling thresholds."""
     app = FastAPI(title="HFL expression labelling", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.settings = Settings(db=db, secure_cookies=secure_cookies, session_hours=session_hours)
+    app.state.settings = Settings(
+        db=db,
+        secure_cookies=secure_cookies,
+        session_hours=session_hours,
+        login_policy=login_policy or LoginPolicy(),
+    )
     app.include_router(api_auth.router)
     app.include_router(api_label.router)
     app.include_router(api_admin.router)
@@ -37,14 +51,9 @@ def create_app(db: Database, secure_cookies: bool = False, session_hours: float 
     def _assign_error(request: Request, exc: AssignError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        for k, v in SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        if request.url.path.startswith("/api/") and "/media/" not in request.url.path:
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
+    app.add_middleware(Guard)
+    # the dashboard's first confusion image would otherwise pay matplotlib's import (seconds, cold)
+    threading.Thread(target=_warm_imports, daemon=True).start()
 
     def page(name: str) -> FileResponse:
         return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})

@@ -237,14 +237,18 @@ def submit_label(
         .where(Claim.item_id == item_id, Claim.annotator_id == user_id, Item.project_id == project.id)
     )
     if claim is None:
-        raise NotInQueue("this item is not in your queue (already labelled, skipped, or never served)")
+        mine = s.scalar(select(Label.id).where(Label.item_id == item_id, Label.annotator_id == user_id))
+        if mine is not None:
+            raise NotInQueue(f"you labelled item #{item_id} already: that label is stored (this one is not)")
+        raise NotInQueue(f"item #{item_id} is not in your queue (skipped, released, or never served to you)")
     guard = update(Item).where(Item.id == item_id, Item.n_labels < Item.max_labels)
     if claim.expires_at <= now:  # lapsed lease: only if no live claim of someone else needs the slot
         guard = guard.where(Item.n_labels + _active_others(Item.id, user_id, now) < Item.max_labels)
     done = s.execute(guard.values(n_labels=Item.n_labels + 1).execution_options(synchronize_session=False))
     if done.rowcount != 1:
+        message = _refusal(s, item_id, user_id, claim, now)
         s.delete(claim)
-        raise ItemFull("your lease on this item lapsed and it has all its labels")
+        raise ItemFull(message)
     label = Label(
         item_id=item_id,
         annotator_id=user_id,
@@ -258,6 +262,45 @@ def submit_label(
     s.delete(claim)
     s.flush()  # the unique (item_id, annotator_id) raises IntegrityError on a double label
     return label
+
+
+def _refusal(s: Session, item_id: int, user_id: int, claim: Claim, now: datetime) -> str:
+    """Why a submit found no slot, as it is: the item is full, or its free slots are held by others."""
+    item = s.get(Item, item_id, populate_existing=True)
+    assert item is not None
+    lapsed = int((now - claim.expires_at).total_seconds())
+    when = f"your lease lapsed {lapsed} s ago" if lapsed >= 0 else "your lease was cut short"
+    if item.n_labels >= item.max_labels:
+        return (
+            f"item #{item_id} has all its {item.max_labels} labels from other annotators ({when}); "
+            "your label was not stored"
+        )
+    others = int(s.scalar(_active_others_query(item_id, user_id, now)) or 0)
+    free = item.max_labels - item.n_labels
+    return (
+        f"{when}: item #{item_id} has {item.n_labels} of {item.max_labels} labels and its {free} free "
+        f"slot(s) are reserved by {others} other annotator(s) now; your label was not stored"
+    )
+
+
+def renew(s: Session, project: Project, user_id: int, item_id: int, now: datetime | None = None) -> datetime:
+    """Extend the annotator's lease on an item they are looking at (the page calls this while they are
+    active); a lapsed lease is taken again if a slot is still free. Returns the new expiry."""
+    now = now or utcnow()
+    claim = s.scalar(
+        select(Claim)
+        .join(Item, Item.id == Claim.item_id)
+        .where(Claim.item_id == item_id, Claim.annotator_id == user_id, Item.project_id == project.id)
+    )
+    if claim is None:
+        raise NotInQueue(f"item #{item_id} is not in your queue any more")
+    if claim.expires_at <= now and _has_room(s, item_id, user_id, now) is None:
+        message = _refusal(s, item_id, user_id, claim, now)
+        s.delete(claim)
+        raise ItemFull(message)
+    claim.expires_at = now + timedelta(seconds=project.lease_seconds)
+    s.flush()
+    return claim.expires_at
 
 
 def skip_item(s: Session, project: Project, user_id: int, item_id: int, now: datetime | None = None) -> None:
@@ -275,7 +318,11 @@ def skip_item(s: Session, project: Project, user_id: int, item_id: int, now: dat
 
 
 def undo_last(s: Session, project: Project, user_id: int, now: datetime | None = None) -> Served:
-    """Undo the annotator's latest label or skip in the project; that item becomes their current item."""
+    """Undo the annotator's latest label or skip in the project; that item becomes their current item.
+
+    A label can always be undone (its slot is the annotator's own). A skip can be undone only while the
+    item has a free slot: a skipped item that others have filled since is passed over (the skip stays on
+    record), so an older label behind it can still be undone."""
     now = now or utcnow()
     in_project = select(Item.id).where(Item.project_id == project.id)
     label = s.scalar(
@@ -284,36 +331,34 @@ def undo_last(s: Session, project: Project, user_id: int, now: datetime | None =
         .order_by(Label.created_at.desc(), Label.id.desc())
         .limit(1)
     )
-    skip = s.scalar(
-        select(Skip)
-        .where(Skip.annotator_id == user_id, Skip.item_id.in_(in_project))
-        .order_by(Skip.created_at.desc(), Skip.id.desc())
-        .limit(1)
-    )
-    if label is None and skip is None:
-        raise NotInQueue("nothing to undo")
-    undo_skip = label is None or (skip is not None and skip.created_at > label.created_at)
+    newer_skips = select(Skip).where(Skip.annotator_id == user_id, Skip.item_id.in_(in_project))
+    if label is not None:
+        newer_skips = newer_skips.where(Skip.created_at >= label.created_at)
+    passed: list[int] = []
     _release_others(s, project, user_id)
-    if undo_skip:
-        assert skip is not None
-        item_id = skip.item_id
+    for skip in s.scalars(newer_skips.order_by(Skip.created_at.desc(), Skip.id.desc())).all():
+        item = _has_room(s, skip.item_id, user_id, now)
+        if item is None:
+            passed.append(skip.item_id)  # filled by others since: nothing to go back to
+            continue
         s.delete(skip)
         s.flush()
-        item = _has_room(s, item_id, user_id, now)
-        if item is None:
-            raise ItemFull("that item has all its labels now")
-    else:
-        assert label is not None
-        item_id = label.item_id
-        s.delete(label)
-        s.execute(
-            update(Item)
-            .where(Item.id == item_id, Item.n_labels > 0)
-            .values(n_labels=Item.n_labels - 1)
-            .execution_options(synchronize_session=False)
-        )
-        item = s.get(Item, item_id, populate_existing=True)
-        assert item is not None
+        return _served(s, item, _take(s, project, item, user_id, now))
+    if label is None:
+        if passed:
+            listed = ", ".join(f"#{i}" for i in passed[:5])
+            raise NotInQueue(f"nothing to undo: the items you skipped ({listed}) have all their labels now")
+        raise NotInQueue("nothing to undo")
+    item_id = label.item_id
+    s.delete(label)
+    s.execute(
+        update(Item)
+        .where(Item.id == item_id, Item.n_labels > 0)
+        .values(n_labels=Item.n_labels - 1)
+        .execution_options(synchronize_session=False)
+    )
+    item = s.get(Item, item_id, populate_existing=True)
+    assert item is not None
     return _served(s, item, _take(s, project, item, user_id, now))
 
 

@@ -99,19 +99,31 @@ def adduser(
     password: Annotated[
         str | None, typer.Option(envvar="HFL_ANNOTATE_PASSWORD", help="prompted for when not given")
     ] = None,
+    project: Annotated[
+        list[str] | None, typer.Option("--project", help="make the user a member of this project (repeat)")
+    ] = None,
     db: Db = DEFAULT_DB,
 ) -> None:
-    """Add an account (Argon2-hashed password)."""
+    """Add an account (Argon2-hashed password), optionally a member of projects."""
     from annotation_ui.security import create_user
+    from annotation_ui.team import find_project, set_member
 
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     database = _db(db)
+
+    def work(s):  # type: ignore[no-untyped-def]
+        u = create_user(s, username, password or "", role)
+        for name in project or []:
+            set_member(s, find_project(s, name), u)
+        return u.username
+
     try:
-        database.transact(lambda s: create_user(s, username, password, role))
+        name = database.transact(work)
     except ValueError as exc:
         _fail(str(exc))
-    typer.echo(f"added {role} {username}")
+    where = f" (member of {', '.join(project)})" if project else ""
+    typer.echo(f"added {role} {name}{where}")
 
 
 @app.command("passwd")
@@ -120,37 +132,121 @@ def passwd(
     password: Annotated[str | None, typer.Option(envvar="HFL_ANNOTATE_PASSWORD")] = None,
     db: Db = DEFAULT_DB,
 ) -> None:
-    """Set a user's password."""
-    from sqlalchemy import update
-
-    from annotation_ui.models import User
-    from annotation_ui.security import hash_password
+    """Set a user's password; every session of the user ends (they log in again)."""
+    from annotation_ui.security import check_password_length
+    from annotation_ui.team import find_user, set_password
 
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    database = _db(db)
-    n = database.transact(
-        lambda s: (
-            s.execute(
-                update(User).where(User.username == username).values(password_hash=hash_password(password))
-            ).rowcount
+    try:
+        check_password_length(password)
+        ended = _db(db).transact(lambda s: set_password(s, find_user(s, username), password or ""))
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"password set for {username}; {ended} session(s) ended")
+
+
+def _set_active(username: str, active: bool, db: str) -> None:
+    from annotation_ui.team import find_user, set_active
+
+    try:
+        ended = _db(db).transact(lambda s: set_active(s, find_user(s, username), active))
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"{username} {'enabled' if active else f'disabled; {ended} session(s) ended'}")
+
+
+@app.command("disable")
+def disable(username: str, db: Db = DEFAULT_DB) -> None:
+    """Disable a user: they cannot log in, their sessions and leases end (their labels stay)."""
+    _set_active(username, False, db)
+
+
+@app.command("enable")
+def enable(username: str, db: Db = DEFAULT_DB) -> None:
+    """Enable a disabled user again."""
+    _set_active(username, True, db)
+
+
+@app.command("members")
+def members_cmd(
+    project: ProjectName = "default",
+    add: Annotated[
+        list[str] | None, typer.Option("--add", help="user names to add (repeat or a,b,c)")
+    ] = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="user names to remove")] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Show or change who works on a project (annotators see and get only their projects)."""
+    from annotation_ui.team import find_project, find_user, members, set_member, team_size
+
+    def names(values: list[str] | None) -> list[str]:
+        return [n for v in values or [] for n in v.split(",") if n.strip()]
+
+    def work(s):  # type: ignore[no-untyped-def]
+        p = find_project(s, project)
+        for n in names(add):
+            set_member(s, p, find_user(s, n), True)
+        for n in names(remove):
+            set_member(s, p, find_user(s, n), False)
+        return [(u.username, u.role, u.active) for u in members(s, p)], team_size(s, p), p.raters_per_item
+
+    try:
+        rows, size, raters = _db(db).transact(work)
+    except ValueError as exc:
+        _fail(str(exc))
+    for name, role, active in rows:
+        typer.echo(f"{name}\t{role}\t{'active' if active else 'disabled'}")
+    typer.echo(f"project {project!r}: {size} active annotator(s), {raters} raters per item")
+    if size < raters:
+        typer.secho(
+            f"warning: {raters} raters per item but {size} annotators: no item can be completed "
+            f"(add members or lower the raters: hfl annotate settings --project {project} --raters {size})",
+            fg="yellow",
+            err=True,
         )
-    )
-    if not n:
-        _fail(f"no user {username!r}")
-    typer.echo(f"password set for {username}")
 
 
 @app.command("users")
 def users(db: Db = DEFAULT_DB) -> None:
-    """List accounts."""
+    """List accounts (role, active or disabled, login lock) and locked client addresses."""
     from sqlalchemy import select
 
-    from annotation_ui.models import User
+    from annotation_ui import throttle
+    from annotation_ui.models import User, utcnow
 
+    policy = throttle.LoginPolicy()
     with _db(db).read() as s:
+        locks = {(lk["scope"], lk["key"]): lk for lk in throttle.lockouts(s, policy, utcnow())}
         for u in s.scalars(select(User).order_by(User.id)):
-            typer.echo(f"{u.username}\t{u.role}\t{'active' if u.active else 'disabled'}")
+            lk = locks.pop((throttle.ACCOUNT, throttle.account_key(u.username)), None)
+            state = "active" if u.active else "disabled"
+            if lk:
+                state += f"\tlogin {'locked' if lk['locked'] else 'delayed'} {lk['retry_after_s']} s"
+            typer.echo(f"{u.username}\t{u.role}\t{state}")
+        for (scope, key), lk in locks.items():
+            what = "locked" if lk["locked"] else "delayed"
+            typer.echo(f"[{scope}] {key}\t{lk['failures']} failed logins\t{what} {lk['retry_after_s']} s")
+
+
+@app.command("unlock")
+def unlock(
+    name: Annotated[str | None, typer.Argument(help="user name")] = None,
+    address: Annotated[str | None, typer.Option(help="a client address instead of a user")] = None,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Lift a login lock of a user (or of a client address) and forget its failed logins."""
+    from annotation_ui import throttle
+    from annotation_ui.security import normalize_username
+
+    if (name is None) == (address is None):
+        _fail("give a user name or --address")
+    if address:
+        scope, key = throttle.ADDRESS, address
+    else:
+        scope, key = throttle.ACCOUNT, throttle.account_key(normalize_username(name or ""))
+    n = _db(db).transact(lambda s: throttle.clear(s, scope, key))
+    typer.echo(f"{scope} {key}: {'unlocked' if n else 'was not locked'}")
 
 
 @app.command("import")
@@ -175,9 +271,32 @@ def import_(
     lease_seconds: Annotated[int | None, typer.Option(help="how long a served item stays reserved")] = None,
     split: Annotated[str | None, typer.Option(help="only this split of a build")] = None,
     limit: Annotated[int | None, typer.Option(help="import at most N new items per source")] = None,
+    members: Annotated[
+        str | None, typer.Option(help="annotators who work on the project: a,b,c or 'all' (active ones)")
+    ] = None,
+    show_instruction: Annotated[
+        bool | None,
+        typer.Option(help="show a pair's edit instruction on the labelling page (hidden by default)"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="accept raters above the team size or a quorum that is not a majority")
+    ] = False,
 ) -> None:
-    """Import items (single faces or source/target pairs) into a project."""
-    from annotation_ui.importer import get_or_create_project, import_samples, load_gold, read_source
+    """Import items (single faces or source/target pairs) into a project.
+
+    Refused (nothing is imported) when the raters per item exceed the project's active annotator members
+    or the quorum is not a strict majority of the raters, unless --force."""
+    from sqlalchemy import select
+
+    from annotation_ui.importer import (
+        check_team,
+        get_or_create_project,
+        import_samples,
+        load_gold,
+        read_source,
+    )
+    from annotation_ui.models import User
+    from annotation_ui.team import find_user, set_member
 
     settings: dict = {}
     if config is not None:
@@ -199,7 +318,20 @@ def import_(
             guidelines=text,
             lease_seconds=lease_seconds or settings.get("lease_seconds"),
             gold_every=gold_every if gold_every is not None else settings.get("gold_every"),
+            force=force,
         )
+        show = show_instruction if show_instruction is not None else settings.get("show_instruction")
+        if show is not None:
+            p.show_instruction = bool(show)
+        wanted = members or settings.get("members")
+        if wanted == "all":
+            team = s.scalars(select(User).where(User.role == "annotator", User.active)).all()
+        else:  # "a,b,c" on the command line, a list or a string in the YAML config
+            listed = wanted if isinstance(wanted, list) else str(wanted or "").split(",")
+            team = [find_user(s, str(n).strip()) for n in listed if str(n).strip()]
+        for u in team:
+            set_member(s, p, u)
+        check_team(s, p, force)
         results = [import_samples(s, p, read_source(src, split), gold_map, limit) for src in sources]
         return p.id, results
 
@@ -213,6 +345,48 @@ def import_(
     for src, r in zip(sources, results, strict=True):
         typer.echo(f"{src}: {r.added} added, {r.existing} already there, {len(r.skipped)} without an image")
     typer.echo(f"project {project!r} (id {pid})")
+
+
+@app.command("settings")
+def settings_cmd(
+    project: ProjectName = "default",
+    raters: Annotated[int | None, typer.Option(help="raters per item")] = None,
+    quorum: Annotated[int | None, typer.Option(help="agreeing raters to keep an item")] = None,
+    lease_seconds: Annotated[int | None, typer.Option(help="how long a served item stays reserved")] = None,
+    show_instruction: Annotated[bool | None, typer.Option(help="show a pair's instruction")] = None,
+    force: Annotated[
+        bool, typer.Option(help="accept raters above the team size or a quorum that is not a majority")
+    ] = False,
+    db: Db = DEFAULT_DB,
+) -> None:
+    """Show or change a project's raters per item, quorum, lease and instruction display.
+
+    Raters may go up at any time and down to the most labels an item already holds; the quorum may
+    change at any time (strict majority unless --force); see the README's team section."""
+    from annotation_ui.importer import check_team, configure_project
+    from annotation_ui.team import find_project, team_size
+
+    def work(s):  # type: ignore[no-untyped-def]
+        p = find_project(s, project)
+        if raters is not None or quorum is not None:
+            configure_project(s, p, raters, quorum, force)
+            check_team(s, p, force)
+        if lease_seconds is not None:
+            if lease_seconds < 1:
+                raise ValueError("--lease-seconds: at least 1")
+            p.lease_seconds = lease_seconds
+        if show_instruction is not None:
+            p.show_instruction = show_instruction
+        return p.raters_per_item, p.quorum, p.lease_seconds, p.show_instruction, team_size(s, p)
+
+    try:
+        r, q, lease, show, team = _db(db).transact(work)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(
+        f"project {project!r}: {r} raters per item, quorum {q}, lease {lease} s, "
+        f"instruction {'shown' if show else 'hidden'}, {team} active annotator member(s)"
+    )
 
 
 @app.command()
@@ -242,9 +416,15 @@ def export(
         if p is None:
             _fail(f"no project {project!r}")
         summary = export_project(s, p, out, formats, eval_fraction, eval_size, seed)
+    r, q = summary["project"]["raters_per_item"], summary["project"]["quorum"]
     typer.echo(
-        f"kept {summary['items_kept']} of {summary['items_complete']} complete items "
-        f"({summary['train']} train / {summary['eval']} eval) -> {out}"
+        f"exported {summary['items_kept']} items ({summary['train']} train / {summary['eval']} eval) -> {out}"
+    )
+    typer.echo(
+        f"of {summary['items_total']} items: {summary['items_complete']} complete ({r} labels each), "
+        f"{summary['items_kept']} of them kept (>= {q} of {r} agree), "
+        f"{summary['items_complete'] - summary['items_kept']} without a quorum; "
+        f"{summary['items_total'] - summary['items_complete']} not complete yet (not exported)"
     )
     typer.echo(
         "fleiss kappa {:.3f} · alpha expression {} · alpha intensity {}".format(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from annotation_ui.db import Database
 from annotation_ui.security import CSRF_HEADER, SESSION_COOKIE, session_user, tokens_equal
+from annotation_ui.throttle import LocalHolds, LoginPolicy
 
 
 @dataclass
@@ -16,6 +17,8 @@ class Settings:
     db: Database
     secure_cookies: bool = False
     session_hours: float = 12.0
+    login_policy: LoginPolicy = field(default_factory=LoginPolicy)
+    login_holds: LocalHolds = field(default_factory=LocalHolds)
 
 
 @dataclass
@@ -81,3 +84,23 @@ UserDep = Annotated[Auth, Depends(current_user)]
 CsrfDep = Annotated[Auth, Depends(csrf_user)]
 AdminDep = Annotated[Auth, Depends(admin_user)]
 AdminCsrfDep = Annotated[Auth, Depends(admin_csrf_user)]
+
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in both databases
+
+
+def parse_id(raw: str) -> int:
+    """A path id: ASCII digits only (no '²', Arabic-Indic or full-width digits), 1..2^31-1; else 404."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or not 1 <= int(raw) <= MAX_ID:
+        raise HTTPException(404, "no such id")
+    return int(raw)
+
+
+def parse_bounded(raw: str, name: str, lo: int, hi: int) -> int:
+    """A query integer: ASCII digits with an optional '-', clamped to [lo, hi]; anything else is 422."""
+    digits = raw[1:] if raw.startswith("-") else raw
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 64:
+        raise HTTPException(422, f"{name}: an integer")
+    if len(digits) > 18:  # far outside any bound: clamp without building a huge int
+        return lo if raw.startswith("-") else hi
+    return min(hi, max(lo, int(raw)))

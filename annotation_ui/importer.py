@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from annotation_ui.labels import EXPRESSIONS, INTENSITIES, NO_INTENSITY
@@ -16,6 +16,7 @@ from annotation_ui.models import GOLD_MAX_LABELS, Item, ItemMedia, Project
 
 IMAGE_EXTS = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+DEFAULT_LEASE_SECONDS = 600
 
 
 @dataclass
@@ -155,6 +156,80 @@ def load_gold(path: Path) -> dict[str, tuple[str, str | None]]:
     return gold
 
 
+def check_quorum(raters: int, quorum: int, force: bool = False) -> None:
+    """1 <= quorum <= raters, and a strict majority (quorum > raters / 2) unless forced."""
+    if raters < 1:
+        raise ValueError("raters per item: at least 1")
+    if not 1 <= quorum <= raters:
+        raise ValueError(f"the quorum must lie between 1 and the raters per item ({raters}), not {quorum}")
+    if 2 * quorum <= raters and not force:
+        raise ValueError(
+            f"quorum {quorum} of {raters} is not a strict majority: two different expressions could each "
+            f"reach it on one item; use {raters // 2 + 1} or more (or force it)"
+        )
+
+
+def check_team(s: Session, project: Project, force: bool = False) -> None:
+    """Refuse raters per item above the project's team (active annotator members) unless forced."""
+    from annotation_ui.team import team_size
+
+    n = team_size(s, project)
+    if project.raters_per_item <= n or force:
+        return
+    if n == 0:
+        raise ValueError(
+            f"project {project.name!r} has no active annotator among its members, so no item could be "
+            f"completed: add the annotators first (hfl annotate adduser NAME) and name them "
+            f"(--members a,b,c or --members all), or --force to add members later"
+        )
+    raise ValueError(
+        f"project {project.name!r}: {project.raters_per_item} raters per item but only {n} active "
+        f"annotator(s) are members, so no item could ever be completed. Lower the raters "
+        f"(--raters {n} --quorum {n // 2 + 1}), add members (--members), or --force if more will join"
+    )
+
+
+def configure_project(
+    s: Session,
+    project: Project,
+    raters_per_item: int | None = None,
+    quorum: int | None = None,
+    force: bool = False,
+) -> Project:
+    """Change raters per item and quorum, also after labels exist, by this rule:
+
+    * raters go up at any time: every regular item gets the new number of slots (complete items open
+      again and are served until they have the new count);
+    * raters go down only to the most labels any regular item already holds (labels are never dropped);
+      items that reach the new count are complete at once;
+    * the quorum may change at any time (it is applied when figures and the export are computed), within
+      1..raters and a strict majority unless forced; when only the raters change, the quorum becomes the
+      smallest strict majority of the new count (3 of 5, 2 of 3, 3 of 4).
+    """
+    raters = raters_per_item or project.raters_per_item
+    q = quorum or project.quorum
+    if quorum is None and raters != project.raters_per_item:
+        q = raters // 2 + 1  # the raters changed alone: the quorum becomes their smallest strict majority
+    check_quorum(raters, q, force)
+    if raters != project.raters_per_item:
+        most = s.scalar(select(func.max(Item.n_labels)).where(Item.project_id == project.id, ~Item.is_gold))
+        if most is not None and raters < most:
+            raise ValueError(
+                f"some items already hold {most} labels: raters per item can go down to {most}, not "
+                f"{raters} (labels are never deleted)"
+            )
+        s.execute(
+            update(Item)
+            .where(Item.project_id == project.id, ~Item.is_gold)
+            .values(max_labels=raters)
+            .execution_options(synchronize_session=False)
+        )
+    project.raters_per_item = raters
+    project.quorum = q
+    s.flush()
+    return project
+
+
 def get_or_create_project(
     s: Session,
     name: str,
@@ -163,37 +238,28 @@ def get_or_create_project(
     guidelines: str | None = None,
     lease_seconds: int | None = None,
     gold_every: int | None = None,
+    force: bool = False,
 ) -> Project:
-    """The named project; settings given here update it (raters/quorum only while it has no items)."""
+    """The named project; settings given here update it (raters and quorum by `configure_project`'s rule)."""
     project = s.scalar(select(Project).where(Project.name == name))
     if project is None:
         from annotation_ui.labels import DEFAULT_GUIDELINES
 
+        raters = raters_per_item or 5
         project = Project(
             name=name,
-            raters_per_item=raters_per_item or 5,
-            quorum=quorum or 3,
+            raters_per_item=raters,
+            quorum=quorum or (3 if raters == 5 else raters // 2 + 1),
             guidelines=guidelines if guidelines is not None else DEFAULT_GUIDELINES,
-            lease_seconds=lease_seconds or 600,
+            lease_seconds=lease_seconds or DEFAULT_LEASE_SECONDS,
             gold_every=10 if gold_every is None else gold_every,
         )
-        if not 1 <= project.quorum <= project.raters_per_item:
-            raise ValueError("the quorum must lie between 1 and the raters per item")
+        check_quorum(project.raters_per_item, project.quorum, force)
         s.add(project)
         s.flush()
         return project
-    has_items = s.scalar(select(Item.id).where(Item.project_id == project.id).limit(1)) is not None
-    if (
-        has_items
-        and (raters_per_item, quorum) != (None, None)
-        and (
-            (raters_per_item or project.raters_per_item) != project.raters_per_item
-            or (quorum or project.quorum) != project.quorum
-        )
-    ):
-        raise ValueError(f"project {name!r} has items: raters per item and quorum are fixed")
-    project.raters_per_item = raters_per_item or project.raters_per_item
-    project.quorum = quorum or project.quorum
+    if (raters_per_item, quorum) != (None, None):
+        configure_project(s, project, raters_per_item, quorum, force)
     if guidelines is not None:
         project.guidelines = guidelines
     if lease_seconds is not None:

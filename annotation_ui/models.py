@@ -74,7 +74,18 @@ class Project(Base):
     lease_seconds: Mapped[int] = mapped_column(Integer, default=600)
     gold_every: Mapped[int] = mapped_column(Integer, default=10)
     guidelines: Mapped[str] = mapped_column(Text, default="")
+    # A pair's edit instruction can bias an expression label: hidden on the labelling page unless set.
+    show_instruction: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ProjectMember(Base):
+    """Annotators see and get items of the projects they are members of only (admins: every project)."""
+
+    __tablename__ = "project_members"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Item(Base):
@@ -156,3 +167,20 @@ class Skip(Base):
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
     annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LoginThrottle(Base):
+    """Failed logins per account (case-folded name) and per client address; shared by every worker."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (
+        UniqueConstraint("scope", "key", name="uq_login_throttle_scope_key"),
+        CheckConstraint("scope IN ('account', 'address')", name="scope"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    key: Mapped[str] = mapped_column(String(255))
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    first_failure_at: Mapped[datetime] = mapped_column(DateTime)
+    last_failure_at: Mapped[datetime] = mapped_column(DateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

@@ -10,6 +10,7 @@ Items are frames of the real carphone clip. Prints p50/p95 (ms), throughput and 
 
     python benchmarks/annotate_latency.py                       # 50 annotators, SQLite then PostgreSQL
     python benchmarks/annotate_latency.py --backend sqlite --annotators 20 --items 100
+    python benchmarks/annotate_latency.py --backend sqlite --guessers 8   # 8 password guessers meanwhile
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def real_faces(n: int) -> list[bytes]:
 def prepare(url: str, n_items: int, n_annotators: int, raters: int) -> None:
     from annotation_ui.db import Database
     from annotation_ui.importer import Sample, get_or_create_project, import_samples
-    from annotation_ui.models import User
+    from annotation_ui.models import ProjectMember, User, utcnow
     from annotation_ui.security import hash_password
 
     db = Database(url)
@@ -68,10 +69,13 @@ def prepare(url: str, n_items: int, n_annotators: int, raters: int) -> None:
     def work(s):  # type: ignore[no-untyped-def]
         p = get_or_create_project(s, "bench", raters_per_item=raters, quorum=(raters // 2) + 1, gold_every=0)
         import_samples(s, p, samples)
-        s.add_all(
+        users = [
             User(username=f"ann{i:03d}", password_hash=pw, role="annotator", active=True)
             for i in range(n_annotators)
-        )
+        ]
+        s.add_all(users)
+        s.flush()
+        s.add_all(ProjectMember(project_id=p.id, user_id=u.id, added_at=utcnow()) for u in users)
 
     db.transact(work)
     db.dispose()
@@ -79,8 +83,10 @@ def prepare(url: str, n_items: int, n_annotators: int, raters: int) -> None:
 
 def start_server(url: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "HFL_ANNOTATE_DB": url, "PYTHONPATH": str(ROOT)}
+    # a long keep-alive: clients idle at the start barrier while all of them log in
     cmd = [sys.executable, "-m", "uvicorn", "annotation_ui.app_factory:app", "--host", "127.0.0.1",
-           "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+           "--port", str(port), "--log-level", "warning", "--no-access-log",
+           "--timeout-keep-alive", "120"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -136,21 +142,42 @@ async def annotator(
                 raise RuntimeError(f"{name}: {r.status_code} {r.text}")
 
 
+async def guesser(base: str, target: str, stop: asyncio.Event, codes: Counter) -> None:
+    """An attacker guessing `target`'s password as fast as the server answers, ignoring Retry-After."""
+    async with httpx.AsyncClient(base_url=base, timeout=120, limits=httpx.Limits(max_connections=1)) as c:
+        n = 0
+        while not stop.is_set():
+            r = await c.post("/api/login", json={"username": target, "password": f"guess-{n:06d}"})
+            codes[r.status_code] += 1
+            n += 1
+
+
 async def load(
-    base: str, n: int, think: tuple[float, float]
+    base: str, n: int, think: tuple[float, float], guessers: int = 0
 ) -> tuple[dict[str, list[float]], list, list, float]:
     lat: dict[str, list[float]] = {"next": [], "label+next": []}
     acked: list = []
     served: list = []
     go = asyncio.Barrier(n + 1)
+    t_login = time.perf_counter()
     tasks = [
         asyncio.create_task(annotator(base, f"ann{i:03d}", i, lat, acked, served, go, think))
         for i in range(n)
     ]
     await go.wait()
     t0 = time.perf_counter()
+    print(f"  all {n} logged in after {t0 - t_login:.1f} s (Argon2, at most 2 checks at once per process)")
+    stop, codes = asyncio.Event(), Counter()
+    attackers = [asyncio.create_task(guesser(base, f"ann{i % n:03d}", stop, codes)) for i in range(guessers)]
     await asyncio.gather(*tasks)
-    return lat, acked, served, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(*attackers)
+    if guessers:
+        print(
+            f"  {guessers} guessers made {sum(codes.values())} login attempts: {dict(sorted(codes.items()))}"
+        )
+    return lat, acked, served, wall
 
 
 def check(url: str, acked: list, served: list, raters: int) -> dict[str, int]:
@@ -200,7 +227,7 @@ def run(backend: str, args: argparse.Namespace, tmp: Path) -> None:
         proc = start_server(url, port)
         try:
             lat, acked, served, wall = asyncio.run(
-                load(f"http://127.0.0.1:{port}", args.annotators, tuple(args.think))
+                load(f"http://127.0.0.1:{port}", args.annotators, tuple(args.think), args.guessers)
             )
         finally:
             proc.terminate()
@@ -239,6 +266,9 @@ def main() -> None:
         help="seconds each annotator looks at an item (uniform); 0 0 saturates the server",
     )
     ap.add_argument("--raters", type=int, default=5)
+    ap.add_argument(
+        "--guessers", type=int, default=0, help="attackers guessing annotators' passwords during the run"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="hfl-annotate-bench-"))

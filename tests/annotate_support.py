@@ -64,8 +64,24 @@ def write_pair_shard(path: Path, frames: list[np.ndarray], prefix: str = "carpho
     return keys
 
 
-def add_users(db: Database, names: list[str], role: str = "annotator") -> dict[str, int]:
-    return db.transact(lambda s: {n: create_user(s, n, PASSWORD, role).id for n in names})
+def add_users(
+    db: Database, names: list[str], role: str = "annotator", projects: list[str] | None = None
+) -> dict[str, int]:
+    """Create users; annotators become members of `projects` (default: every project that exists now)."""
+    from sqlalchemy import select
+
+    from annotation_ui.team import set_member
+
+    def work(s):  # type: ignore[no-untyped-def]
+        made = {n: create_user(s, n, PASSWORD, role) for n in names}
+        q = select(Project) if projects is None else select(Project).where(Project.name.in_(projects))
+        if role == "annotator":
+            for p in s.scalars(q).all():
+                for u in made.values():
+                    set_member(s, p, u)
+        return {n: u.id for n, u in made.items()}
+
+    return db.transact(work)
 
 
 def make_project(

@@ -274,15 +274,20 @@ def test_cli_import_label_export(tmp_path: Path, face_shard: Path, carphone_fram
     run = CliRunner().invoke
     guide = tmp_path / "guide.txt"
     guide.write_text("Label the face. Be careful.")
-    args = ["import", str(face_shard), "--db", url, "--project", "demo", "--raters", "3", "--quorum", "2"]
-    r = run(app, [*args, "--guidelines", str(guide), "--gold-every", "0"])
-    assert r.exit_code == 0, r.output
-    assert f"{len(carphone_frames)} added" in r.output
     r = run(app, ["adduser", "ann1", "--db", url], env={"HFL_ANNOTATE_PASSWORD": PASSWORD})
     assert r.exit_code == 0, r.output
     assert run(app, ["adduser", "ann1", "--db", url], env={"HFL_ANNOTATE_PASSWORD": PASSWORD}).exit_code == 2
     db = Database(url)
     add_users(db, ["ann2", "ann3"])
+    args = ["import", str(face_shard), "--db", url, "--project", "demo", "--members", "ann1,ann2,ann3"]
+    # three annotators and the default five raters per item: refused, nothing imported
+    r = run(app, [*args, "--gold-every", "0"])
+    assert r.exit_code == 2 and "5 raters per item but only 3 active annotator(s)" in r.output, r.output
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Item)) == 0
+    r = run(app, [*args, "--raters", "3", "--quorum", "2", "--guidelines", str(guide), "--gold-every", "0"])
+    assert r.exit_code == 0, r.output
+    assert f"{len(carphone_frames)} added" in r.output
     with db.read() as s:
         assert s.scalar(select(Project.guidelines)) == "Label the face. Be careful."
         uids = dict(s.execute(select(Label.annotator_id, Label.id)).all())  # none yet

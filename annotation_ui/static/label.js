@@ -1,6 +1,9 @@
 // The labelling page: keyboard-first (1-7 expression, Q/W/E intensity, Enter submit, X skip, Z undo).
 "use strict";
-const S = { project: null, info: null, item: null, expression: null, intensity: null, busy: false };
+const S = {
+  project: null, info: null, item: null, expression: null, intensity: null,
+  busy: false, busyWhat: "", renewAt: 0,
+};
 const $ = (id) => document.getElementById(id);
 
 function say(text, kind = "") {
@@ -31,11 +34,14 @@ function renderProgress(p) {
 
 function renderItem(item) {
   S.item = item;
+  // renew the lease once half of it has passed, on the annotator's next key press or click
+  S.renewAt = item ? Date.now() + (item.lease_remaining_s * 1000) / 2 : 0;
   S.expression = null;
   S.intensity = null;
   const images = $("images");
   images.replaceChildren();
   $("instruction").textContent = "";
+  $("instruction").hidden = true;
   $("done").hidden = item !== null;
   $("stage").dataset.itemId = item ? String(item.id) : "";
   if (item) {
@@ -47,7 +53,11 @@ function renderItem(item) {
       if (item.kind === "pair") fig.append(HFL.el("figcaption", { text: role === "src" ? "source" : "target — label this one" }));
       images.append(fig);
     }
-    if (item.instruction) $("instruction").textContent = item.instruction;
+    // A pair's instruction can bias the label: shown only when the project asks for it.
+    if (item.instruction && S.info.show_instruction) {
+      $("instruction").textContent = `instruction: ${item.instruction}`;
+      $("instruction").hidden = false;
+    }
   }
   renderChoices();
 }
@@ -68,9 +78,29 @@ function apply(resp, message) {
   }
 }
 
-async function call(fn, message) {
-  if (S.busy) return;
+function refuseWhileBusy(what) {
+  // never drop a key silently: say that it was not used, and why
+  say(`still ${S.busyWhat}: wait for the next face (${what} was not used)`, "error");
+}
+
+async function renewIfDue() {
+  if (!S.item || S.busy || Date.now() < S.renewAt) return;
+  const id = S.item.id;
+  S.renewAt = Date.now() + 30000; // no second renewal while this one runs
+  try {
+    const r = await HFL.api("POST", `api/projects/${S.project}/items/${id}/renew`);
+    if (S.item && S.item.id === id) S.renewAt = Date.now() + (r.lease_remaining_s * 1000) / 2;
+  } catch (e) {
+    say(e.message, "error");
+    if (e.status === 409 && S.item && S.item.id === id) call(() => HFL.api("POST", `api/projects/${S.project}/next`));
+  }
+}
+
+async function call(fn, message, what = "working") {
+  if (S.busy) return refuseWhileBusy("that request");
   S.busy = true;
+  S.busyWhat = what;
+  document.body.dataset.busy = "1";
   try {
     apply(await fn(), message);
   } catch (e) {
@@ -80,6 +110,7 @@ async function call(fn, message) {
     }
   } finally {
     S.busy = false;
+    delete document.body.dataset.busy;
   }
 }
 
@@ -95,23 +126,30 @@ function submit() {
       intensity: needsIntensity() ? S.intensity : null,
     }),
     `saved #${id}: ${label}`,
+    `saving #${id}`,
   );
 }
 
 function skip() {
   if (!S.item) return;
   const id = S.item.id;
-  call(() => HFL.api("POST", `api/projects/${S.project}/items/${id}/skip`), `skipped #${id}`);
+  call(() => HFL.api("POST", `api/projects/${S.project}/items/${id}/skip`), `skipped #${id}`, `skipping #${id}`);
 }
 
 function undo() {
-  call(() => HFL.api("POST", `api/projects/${S.project}/undo`), "undone: label it again");
+  call(() => HFL.api("POST", `api/projects/${S.project}/undo`), "undone: label it again", "undoing");
 }
 
 function onKey(ev) {
   if (ev.target instanceof HTMLSelectElement || ev.altKey || ev.metaKey) return;
   const key = ev.key.toLowerCase();
   const k = S.info.keys;
+  const meaningful = k.expression[key] || k.intensity[key] || ["enter", "x", "z", "backspace"].includes(key);
+  if (S.busy && meaningful) {
+    ev.preventDefault();
+    return refuseWhileBusy(`the key ${ev.key}`);
+  }
+  if (meaningful) renewIfDue();
   if (ev.ctrlKey) {
     if (key === "z") { ev.preventDefault(); undo(); }
     return;
@@ -143,13 +181,19 @@ function buildButtons(info) {
   const exprKeys = Object.entries(info.keys.expression);
   $("expressions").replaceChildren(...exprKeys.map(([key, value]) => {
     const b = HFL.el("button", { type: "button", "data-value": value, tabindex: "-1" }, HFL.el("kbd", { text: key }), " " + value);
-    b.addEventListener("click", () => { S.expression = value; if (!needsIntensity()) S.intensity = null; renderChoices(); });
+    b.addEventListener("click", () => {
+      if (S.busy) return refuseWhileBusy("that click");
+      S.expression = value; if (!needsIntensity()) S.intensity = null; renderChoices(); renewIfDue();
+    });
     return b;
   }));
   const intKeys = Object.entries(info.keys.intensity);
   $("intensities").replaceChildren(...intKeys.map(([key, value]) => {
     const b = HFL.el("button", { type: "button", "data-value": value, tabindex: "-1" }, HFL.el("kbd", { text: key.toUpperCase() }), " " + value);
-    b.addEventListener("click", () => { if (needsIntensity()) { S.intensity = value; renderChoices(); } });
+    b.addEventListener("click", () => {
+      if (S.busy) return refuseWhileBusy("that click");
+      if (needsIntensity()) { S.intensity = value; renderChoices(); renewIfDue(); }
+    });
     return b;
   }));
 }
