@@ -84,8 +84,8 @@ def test_two_person_build_has_an_identity_disjoint_test_split(two_people: Path) 
 
 
 def test_tracks_across_a_cut_are_linked(two_people: Path) -> None:
-    mine = rows(two_people / "stages/mine", ["video", "track_id", "reject_reason"])
-    cut_tracks = {r["track_id"] for r in mine if r["video"] == "cut.mp4" and r["reject_reason"] is None}
+    kept = rows(two_people / "stages/quality", ["video", "track_id", "reject_reason"])
+    cut_tracks = {r["track_id"] for r in kept if r["video"] == "cut.mp4" and r["reject_reason"] is None}
     assert len(cut_tracks) >= 2, "the cartoon stretch should break the man's track"
     pairs = [r for r in rows(two_people / "stages/pair") if r["video"] == "cut.mp4"]
     assert {r["linked_tracks"] for r in pairs} == {len(cut_tracks)}
@@ -100,7 +100,16 @@ def test_per_video_yield_table_names_what_each_video_gave(two_people: Path) -> N
     assert set(table) == {"carphone.mp4", "cut.mp4"}
     cut = table["cut.mp4"]
     assert cut["frames"] >= 30 and 0 < cut["faces"] < cut["frames"]  # the cartoon has no face
-    assert "mine: no_face" in cut["stopped_by"]
+    # "stage: reason n/N (...)", naming a real reason of that stage with its counts
+    import re
+
+    m = re.match(r"(\w+): (\w+) (\d+)/(\d+)", cut["stopped_by"])
+    assert m, cut["stopped_by"]
+    stage, reason, n, total = m.group(1), m.group(2), int(m.group(3)), int(m.group(4))
+    got = [
+        r for r in rows(two_people / "stages" / stage, ["video", "reject_reason"]) if r["video"] == "cut.mp4"
+    ]
+    assert sum(r["reject_reason"] == reason for r in got) == n and 0 < n <= total
     caption_kept = rows(two_people / "stages/caption", ["video", "reject_reason"])
     for video, r in table.items():
         assert r["pairs"] == sum(

@@ -183,12 +183,13 @@ def test_geometric_pose_edit_validates_and_wrong_direction_is_rejected(
     assert bad["pitch_delta"] == pytest.approx(row["pitch_delta"])
 
 
-def test_independent_pose_check_sees_the_geometric_under_turn(
+def test_independent_pose_check_measures_the_image_not_the_intent(
     astronaut, face_backends, validator, independent_validator
 ) -> None:
-    """The default validator (3DDFA camera) is not the generator's own model: it sees the turn in the right
-    direction but smaller than PnP on the shared mean face does (measured: 19.0 deg vs PnP's for a 30 deg
-    instruction), so a warp that under-turns no longer validates itself."""
+    """The default validator (3DDFA camera, from the pixels) does not share the generator's mean face. On the
+    astronaut's 30-degree pitch edit, whose own target landmarks carry the full 30 degrees by PnP, it
+    measures what the warped image shows: measured 19.0 deg (dlib detector) and 21.4 deg (BlazeFace box), in
+    line with PnP on the landmarks detected on the edit (21.4) — the warp under-turns and both see it."""
     box, lms = detect(face_backends, astronaut)
     spec = EditSpec("pose", pitch_units=1)
     out = GeometricEditor().edit(astronaut, lms, spec)
@@ -196,8 +197,11 @@ def test_independent_pose_check_sees_the_geometric_under_turn(
     circular = validator.judge(synth_row(astronaut, box, lms, out.image, ebox, elms, spec))
     independent = independent_validator.judge(synth_row(astronaut, box, lms, out.image, ebox, elms, spec))
     assert independent["validator"].startswith("3ddfa-pose") and circular["validator"].startswith("pnp")
-    assert 15 < independent["pitch_delta"] < circular["pitch_delta"], (independent["pitch_delta"], circular)
-    assert independent["pose_error_deg"] > circular["pose_error_deg"]
+    h, w = astronaut.shape[:2]
+    intended = head_pose(out.landmarks, w, h)[1] - head_pose(lms, w, h)[1]
+    assert abs(intended - 30) < 3
+    assert 15 < independent["pitch_delta"] < 25 and independent["pitch_delta"] < intended - 5
+    assert abs(independent["pitch_delta"] - circular["pitch_delta"]) < 4
 
 
 def test_geometric_yaw_edit_moves_the_detected_face(astronaut, face_backends) -> None:
