@@ -125,6 +125,20 @@ def js_distance(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sqrt(max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))))
 
 
+def grey_face(image: np.ndarray, box: list[float], margin: float) -> np.ndarray:
+    """The face box widened by `margin` of its size per side, clipped to the image, in grey (uint8)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = box[:4]
+    mx, my = (x1 - x0) * margin, (y1 - y0) * margin
+    xa, ya = int(max(0, x0 - mx)), int(max(0, y0 - my))
+    xb, yb = int(min(w, x1 + mx)), int(min(h, y1 + my))
+    if xb - xa < 2 or yb - ya < 2:
+        raise ValueError(f"face box {box} is empty inside a {w}x{h} image")
+    return cv2.cvtColor(np.ascontiguousarray(image[ya:yb, xa:xb]), cv2.COLOR_RGB2GRAY)
+
+
 class FerExpression(DropsModelWhenPickled):
     """FER2013 7-class expression model (tflite, via ai-edge-litert). Thread-safe, lazily loaded."""
 
@@ -150,14 +164,7 @@ class FerExpression(DropsModelWhenPickled):
         """The model input: widened face box, grey, 64x64, in [-1, 1]; shape (64, 64)."""
         import cv2
 
-        h, w = image.shape[:2]
-        x0, y0, x1, y1 = box[:4]
-        mx, my = (x1 - x0) * self.crop_margin, (y1 - y0) * self.crop_margin
-        xa, ya = int(max(0, x0 - mx)), int(max(0, y0 - my))
-        xb, yb = int(min(w, x1 + mx)), int(min(h, y1 + my))
-        if xb - xa < 2 or yb - ya < 2:
-            raise ValueError(f"face box {box} is empty inside a {w}x{h} image")
-        grey = cv2.cvtColor(np.ascontiguousarray(image[ya:yb, xa:xb]), cv2.COLOR_RGB2GRAY)
+        grey = grey_face(image, box, self.crop_margin)
         x = cv2.resize(grey, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
         return (x - 0.5) * 2.0
 
@@ -213,14 +220,7 @@ class FacexExpression(DropsModelWhenPickled):
         """The model input (200, 200, 3) float32 in [0, 1]: grey face box repeated over three channels."""
         import cv2
 
-        h, w = image.shape[:2]
-        x0, y0, x1, y1 = box[:4]
-        mx, my = (x1 - x0) * self.margin, (y1 - y0) * self.margin
-        xa, ya = int(max(0, x0 - mx)), int(max(0, y0 - my))
-        xb, yb = int(min(w, x1 + mx)), int(min(h, y1 + my))
-        if xb - xa < 2 or yb - ya < 2:
-            raise ValueError(f"face box {box} is empty inside a {w}x{h} image")
-        grey = cv2.cvtColor(np.ascontiguousarray(image[ya:yb, xa:xb]), cv2.COLOR_RGB2GRAY)
+        grey = grey_face(image, box, self.margin)
         interp = cv2.INTER_AREA if grey.shape[0] > 200 else cv2.INTER_LINEAR
         x = cv2.resize(grey, (200, 200), interpolation=interp).astype(np.float32) / 255.0
         return np.repeat(x[:, :, None], 3, axis=2)

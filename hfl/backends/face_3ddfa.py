@@ -100,6 +100,17 @@ def _crop(img: np.ndarray, roi: tuple[float, float, float, float]) -> np.ndarray
     return out
 
 
+def network_input(
+    image: np.ndarray, x0: float, y0: float, x1: float, y1: float
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """The network's (1, 3, 120, 120) input for the face box, and the crop it came from."""
+    roi = roi_from_box(x0, y0, x1, y1)
+    crop = _crop(np.asarray(image, np.uint8), roi)
+    crop = cv2.resize(crop, (STD_SIZE, STD_SIZE), interpolation=cv2.INTER_LINEAR)
+    bgr = crop[:, :, ::-1].astype(np.float32)  # the network was trained on cv2.imread (BGR) crops
+    return np.ascontiguousarray(((bgr - 127.5) / 128.0).transpose(2, 0, 1)[None]), roi
+
+
 def pose_from_camera(cam: np.ndarray) -> tuple[float, float, float]:
     """(yaw, pitch, roll) degrees from 3DDFA's 3x4 camera, in hfl.landmarks.head_pose's conventions.
 
@@ -164,12 +175,8 @@ class TddfaLandmarker(DropsModelWhenPickled):
         if box.x1 <= box.x0 or box.y1 <= box.y0:
             raise ValueError(f"empty face box {box}")
         m = self._get()
-        roi = roi_from_box(box.x0, box.y0, box.x1, box.y1)
-        crop = _crop(np.asarray(image, np.uint8), roi)
-        crop = cv2.resize(crop, (STD_SIZE, STD_SIZE), interpolation=cv2.INTER_LINEAR)
-        bgr = crop[:, :, ::-1].astype(np.float32)  # the network was trained on cv2.imread (BGR) crops
-        x = ((bgr - 127.5) / 128.0).transpose(2, 0, 1)[None]
-        param = m["sess"].run(None, {m["input"]: np.ascontiguousarray(x)})[0].reshape(-1).astype(np.float64)
+        x, roi = network_input(image, box.x0, box.y0, box.x1, box.y1)
+        param = m["sess"].run(None, {m["input"]: x})[0].reshape(-1).astype(np.float64)
         param = param * m["std"] + m["mean"]
         cam = param[:12].reshape(3, 4)
         alpha_shp = param[12:52].reshape(-1, 1)

@@ -98,21 +98,35 @@ class TddfaPose(DropsModelWhenPickled):
         self, rgb: np.ndarray, box: tuple[float, float, float, float], landmarks: np.ndarray | None = None
     ) -> tuple[float, float, float] | None:
         """(yaw, pitch, roll) degrees of the face in ``box``; ``landmarks`` is unused."""
-        import cv2
-
-        from hfl.backends.face_3ddfa import STD_SIZE, _crop, pose_from_camera, roi_from_box
+        from hfl.backends.face_3ddfa import network_input, pose_from_camera
 
         x0, y0, x1, y1 = (float(v) for v in box)
         if not (x1 > x0 and y1 > y0):
             return None
         m = self._get()
-        crop = _crop(np.asarray(rgb, np.uint8), roi_from_box(x0, y0, x1, y1))
-        crop = cv2.resize(crop, (STD_SIZE, STD_SIZE), interpolation=cv2.INTER_LINEAR)
-        x = ((crop[:, :, ::-1].astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
+        x, _ = network_input(rgb, x0, y0, x1, y1)
         with self._lock:
-            out = m["sess"].run(None, {m["input"]: np.ascontiguousarray(x)})[0]
+            out = m["sess"].run(None, {m["input"]: x})[0]
         cam = (out.reshape(-1)[:12].astype(np.float64) * m["std"] + m["mean"]).reshape(3, 4)
         return pose_from_camera(cam)
+
+
+class PoseChain:
+    """Estimators tried in order (e.g. 3ddfa-pose, then pnp): the first that can tell gives the pose."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.estimators = [load_head_pose(n) for n in dict.fromkeys(n for n in names if n)]
+
+    def pose(
+        self, rgb: np.ndarray, box: list[float] | tuple[float, ...], landmarks: Any
+    ) -> tuple[tuple[float, float, float], str] | None:
+        """((yaw, pitch, roll), the estimator's name), or None when none can tell."""
+        pts = None if landmarks is None else np.asarray(landmarks, np.float64).reshape(-1, 2)
+        for est in self.estimators:
+            pose = est.pose(rgb, tuple(float(v) for v in box[:4]), pts)
+            if pose is not None:
+                return (float(pose[0]), float(pose[1]), float(pose[2])), est.name
+        return None
 
 
 def head_pose_problems(name: str) -> list[str]:

@@ -67,28 +67,22 @@ class CaptionStage(Stage):
 
     def setup(self) -> None:
         from hfl.backends.expression import load_second_opinion
-        from hfl.backends.headpose import load_head_pose
+        from hfl.backends.headpose import PoseChain
         from hfl.stages.models import load_captioner
 
         c = self.cfg.caption
         self.captioner = load_captioner(self.cfg.backends.expression)
         self.second = load_second_opinion(self.cfg.backends.expression)
-        self.pose_estimators = [load_head_pose(c.pose_estimator)]
-        if c.pose_fallback and c.pose_fallback != c.pose_estimator:
-            self.pose_estimators.append(load_head_pose(c.pose_fallback))
+        self.poses = PoseChain([c.pose_estimator, c.pose_fallback])
 
     def head_pose(
         self, image: Any, box: list[float], landmarks: list[float]
     ) -> tuple[tuple[float, ...], str]:
         """(yaw, pitch, roll) from the first estimator that can tell, and its name."""
-        import numpy as np
-
-        pts = np.asarray(landmarks, np.float64).reshape(-1, 2)
-        for est in self.pose_estimators:
-            pose = est.pose(image, tuple(box[:4]), pts)
-            if pose is not None:
-                return tuple(float(a) for a in pose), est.name
-        raise ValueError("no head-pose estimator could tell the pose")
+        got = self.poses.pose(image, box, landmarks)
+        if got is None:
+            raise ValueError("no head-pose estimator could tell the pose")
+        return got
 
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         for rows in kept_batches(unit.payload["path"], self.resources().batch_size):

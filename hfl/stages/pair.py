@@ -90,13 +90,11 @@ class PairStage(Stage):
         self.semantic = load_semantic(self.cfg.backends.expression)
         self.embedder: Any = None  # loaded on the first video with more than one track
         self.budget = self.cfg.pair.max_pairs_per_video  # pairs per person track of the current video
-        self.pose_estimators: list[Any] = []
+        self.poses: Any = None
         if self.cfg.pair.prefilter_motion:
-            from hfl.backends.headpose import load_head_pose
+            from hfl.backends.headpose import PoseChain
 
-            c = self.cfg.caption
-            names = [c.pose_estimator] + ([c.pose_fallback] if c.pose_fallback else [])
-            self.pose_estimators = [load_head_pose(n) for n in dict.fromkeys(names)]
+            self.poses = PoseChain([self.cfg.caption.pose_estimator, self.cfg.caption.pose_fallback])
 
     def config_section(self) -> dict[str, Any]:
         e = self.cfg.backends.expression
@@ -180,7 +178,7 @@ class PairStage(Stage):
         inner, overall = pairwise_diffs(pts)
         score = combine(inner, overall)
         n = len(frames)
-        poses = self.frame_poses(frames) if self.pose_estimators else None
+        poses = self.frame_poses(frames) if self.poses is not None else None
         rows: dict[tuple[int, int], dict[str, Any]] = {}
         in_band = []
         for i in range(n):
@@ -203,14 +201,8 @@ class PairStage(Stage):
         """(yaw, pitch, roll) of each frame's face by the caption stage's estimator (then its fallback)."""
         out: list[tuple[float, float, float] | None] = []
         for f in frames:
-            pose = None
-            image = decode_jpeg(f["image"])
-            pts = np.asarray(f["landmarks"], np.float64).reshape(-1, 2)
-            for est in self.pose_estimators:
-                pose = est.pose(image, tuple(f["box"][:4]), pts)
-                if pose is not None:
-                    break
-            out.append(pose)
+            got = self.poses.pose(decode_jpeg(f["image"]), f["box"], f["landmarks"])
+            out.append(None if got is None else got[0])
         return out
 
     def motion_problem(

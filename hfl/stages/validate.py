@@ -104,12 +104,9 @@ class ValidateStage(Stage):
 
     def setup(self) -> None:
         from hfl.backends.expression import load_fer
-        from hfl.backends.headpose import load_head_pose
+        from hfl.backends.headpose import PoseChain
 
-        v = self.cfg.validate
-        self.pose_estimators = [load_head_pose(v.pose_estimator)]
-        if v.pose_fallback and v.pose_fallback != v.pose_estimator:
-            self.pose_estimators.append(load_head_pose(v.pose_fallback))
+        self.poses = PoseChain([self.cfg.validate.pose_estimator, self.cfg.validate.pose_fallback])
 
         self.fer = load_fer(self.cfg.backends.expression)
         self.fer.load()
@@ -126,12 +123,10 @@ class ValidateStage(Stage):
 
     def head_pose(self, image: np.ndarray, box: list[float], landmarks: list[float]) -> tuple[float, ...]:
         """(yaw, pitch, roll) from the first estimator that can tell."""
-        pts = np.asarray(landmarks, np.float64).reshape(-1, 2)
-        for est in self.pose_estimators:
-            pose = est.pose(image, tuple(box[:4]), pts)
-            if pose is not None:
-                return tuple(float(a) for a in pose)
-        raise ValueError("no head-pose estimator could tell the pose")
+        got = self.poses.pose(image, box, landmarks)
+        if got is None:
+            raise ValueError("no head-pose estimator could tell the pose")
+        return got[0]
 
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
