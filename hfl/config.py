@@ -7,11 +7,8 @@ happens before any work: unknown keys, wrong types, unreadable inputs and missin
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from hfl.backends.expression import ExpressionBackendConfig, check_expression_ba
 from hfl.backends.face import FaceBackendConfig, check_face_weights
 from hfl.backends.generator import GeneratorBackendConfig, check_generator
 from hfl.backends.quality import QualityBackendConfig, check_quality_weights
+from hfl.typedconf import build
 
 
 class ConfigError(ValueError):
@@ -178,66 +176,7 @@ class PipelineConfig:
 # ---------------------------------------------------------------- dict -> dataclass with type checks
 
 
-def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
-    """Check (and gently coerce int->float) a YAML value against a dataclass field type."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            ok, v = _type_ok(value, arg)
-            if ok:
-                return True, v
-        return False, value
-    if tp is type(None):
-        return value is None, value
-    if origin is list:
-        (arg,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            return False, value
-        out = []
-        for item in value:
-            ok, v = _type_ok(item, arg)
-            if not ok:
-                return False, value
-            out.append(v)
-        return True, out
-    if tp is float:
-        if isinstance(value, bool):
-            return False, value
-        return (isinstance(value, (int, float)), float(value) if isinstance(value, (int, float)) else value)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if tp is bool:
-        return isinstance(value, bool), value
-    if tp is str:
-        return isinstance(value, str), value
-    return isinstance(value, tp), value
-
-
-def _build(cls: type, data: dict[str, Any], path: str, errors: list[str]) -> Any:
-    if not isinstance(data, dict):
-        errors.append(f"{path or '<root>'}: expected a mapping, got {type(data).__name__}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
-            errors.append(f"{where}: unknown key{hint}")
-            continue
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value if value is not None else {}, where, errors)
-            continue
-        ok, coerced = _type_ok(value, tp)
-        if not ok:
-            tname = getattr(tp, "__name__", str(tp))
-            errors.append(f"{where}: expected {tname}, got {type(value).__name__} ({value!r})")
-            continue
-        kwargs[key] = coerced
-    return cls(**kwargs)
+_build = build  # the old private name, used by hfl.engine.runner
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -292,7 +231,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             mine["input"] = _resolve(mine["input"], base)
     data = apply_overrides(data, overrides or [])
     errors: list[str] = []
-    cfg = _build(PipelineConfig, data, "", errors)
+    cfg = build(PipelineConfig, data, "", errors)
     if errors:
         raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
     return cfg

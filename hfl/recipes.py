@@ -6,15 +6,13 @@ dataclasses checked before any work (unknown keys and wrong types are errors lis
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hfl.typedconf import build as _build
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -213,49 +211,6 @@ class CaptionerRecipe:
     eval: bool = True
     resume: bool = True
     train: dict = field(default_factory=dict)
-
-
-def _check(value: Any, tp: Any) -> bool:
-    if tp is Any:
-        return True
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_check(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def _build(cls: type, data: Any, where: str, errors: list[str]) -> Any:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        errors.append(f"{where or '<root>'}: expected a mapping, got {type(data).__name__}")
-        return cls()
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        at = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(names)})"
-            errors.append(f"{at}: unknown key{hint}")
-            continue
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value, at, errors)
-        elif _check(value, tp):
-            floaty = tp is float or (tp == float | None and value is not None)
-            kwargs[key] = float(value) if floaty else value
-        else:
-            tname = getattr(tp, "__name__", str(tp))
-            errors.append(f"{at}: expected {tname}, got {type(value).__name__} ({value!r})")
-    return cls(**kwargs)
 
 
 def _check_model_configs(r: LaToRecipe | ReleaseConfig, errors: list[str]) -> None:
