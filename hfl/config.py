@@ -38,7 +38,10 @@ class RayConfig:
     address: str = ""  # Ray cluster address; empty = RAY_ADDRESS or an embedded local Ray
     num_cpus: int = 0  # CPUs for an embedded Ray (0 = all cores)
     object_store_mb: int = 512  # object store size of an embedded Ray
-    workers: int = 0  # actors per model-backed stage (0 = one per CPU)
+    workers: int = 0  # actors per CPU pool (0 = the cluster's CPUs left after the GPU pools)
+    num_gpus: int = -1  # GPUs for an embedded Ray (-1 = those detected; >0 declares logical GPUs)
+    # per-stage resource overrides, e.g. {caption: {num_gpus: 1}}: keys num_cpus, num_gpus, memory_mb
+    stage_resources: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -189,6 +192,17 @@ def _type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
         return False, value
     if tp is type(None):
         return value is None, value
+    if origin is dict:
+        _, varg = typing.get_args(tp)
+        if not isinstance(value, dict):
+            return False, value
+        out_d = {}
+        for k, item in value.items():
+            ok, v = _type_ok(item, varg)
+            if not ok:
+                return False, value
+            out_d[str(k)] = v
+        return True, out_d
     if origin is list:
         (arg,) = typing.get_args(tp)
         if not isinstance(value, list):
