@@ -121,7 +121,12 @@ class RayCluster:
     temp dir and ports, all on 127.0.0.1. `env` holds what a driver (or hfl build) needs to connect."""
 
     def __init__(
-        self, workers: int = 1, cpus: int = 1, max_s: float = 900, extra_env: dict[str, str] | None = None
+        self,
+        workers: int = 1,
+        cpus: int = 1,
+        max_s: float = 900,
+        extra_env: dict[str, str] | None = None,
+        head_cpus: int | None = None,
     ) -> None:
         self.token = secrets.token_hex(16)
         self.root = Path(tempfile.mkdtemp(prefix="hflr-", dir="/tmp"))  # short: Ray's socket paths
@@ -136,7 +141,7 @@ class RayCluster:
         }
         self.env.pop("RAY_ADDRESS", None)
         self.max_s = max_s
-        self.head = self._node(head=True, cpus=cpus, name="head")
+        self.head = self._node(head=True, cpus=cpus if head_cpus is None else head_cpus, name="head")
         self.workers = [self._node(head=False, cpus=cpus, name=f"w{i}") for i in range(workers)]
         self.wait_nodes(1 + workers)
 

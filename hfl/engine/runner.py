@@ -331,8 +331,10 @@ def execute_chain(
     have = {st.name: {p.name for p in ctx.stage_dir(st.name).glob("part-*.parquet")} for st in chain}
     pending = [u for u in units if not all(f"part-{u.id}.parquet" in have[st.name] for st in chain)]
     names = "+".join(st.name for st in chain)
-    if len(pending) < len(units):
-        print(f"[{names}] resuming: {len(units) - len(pending)} of {len(units)} units already done")
+    done = {st.name: sum(f"part-{u.id}.parquet" in have[st.name] for u in units) for st in chain}
+    if any(done.values()):
+        per = ", ".join(f"{k} {v} of {len(units)}" for k, v in done.items())
+        print(f"[{names}] resuming: {per} units already done")
     if not pending:
         return len(units), []
     groups = pools(chain, cfg)
