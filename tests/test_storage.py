@@ -27,7 +27,10 @@ from hfl.storage import RemotePath, register_webdataset
 @pytest.fixture(scope="module")
 def s3_build(tmp_path_factory, media, s3, ray_session) -> RemotePath:
     tmp = tmp_path_factory.mktemp("s3")
-    cfg = load_config(make_config(tmp, media))
+    videos = RemotePath(f"s3://{s3.bucket}/e2e/videos")  # the input on the store too
+    for v in sorted(media.iterdir()):
+        (videos / v.name).write_bytes(v.read_bytes())
+    cfg = load_config(make_config(tmp, media, mine={"input": str(videos)}))
     validate(cfg, cfg.stages)
     out = f"s3://{s3.bucket}/e2e/out"
     run_build(cfg, out, cfg.stages)
@@ -195,3 +198,24 @@ def test_gpu_stage_runs_in_its_own_pool_alongside_the_cpu_pool(tmp_path, media, 
     shown = subprocess.run(hfl_cmd("stages", "-c", str(cfg)), capture_output=True, text=True)
     assert "pool 2 of 2: quality (cpus=1 gpus=1" in shown.stdout, shown.stdout
     assert "pool 1 of 2: mine (cpus=1 gpus=0" in shown.stdout
+
+
+def test_pools_split_by_resource_shape_and_size_by_cluster() -> None:
+    from hfl.config import PipelineConfig
+    from hfl.engine.runner import pool_sizes, pools
+    from hfl.stages import STAGES
+
+    cfg = PipelineConfig()
+    cfg.ray.stage_resources = {"caption": {"num_gpus": 1}}
+    chain = [STAGES[n](cfg) for n in ("pair", "identity", "caption")]
+    groups = pools(chain, cfg)
+    assert [[s.name for s in g] for g in groups] == [["pair", "identity"], ["caption"]]
+    # 8 CPUs, 2 GPUs: 2 GPU actors (1 CPU each), the CPU pool takes the 6 CPUs left
+    assert pool_sizes(groups, cfg, {"CPU": 8.0, "GPU": 2.0}, 100) == [6, 2]
+    # never more actors than units; a GPU pool never starves the CPU pool of its one actor
+    assert pool_sizes(groups, cfg, {"CPU": 8.0, "GPU": 2.0}, 1) == [1, 1]
+    assert pool_sizes(groups, cfg, {"CPU": 2.0, "GPU": 4.0}, 100) == [1, 1]
+    with pytest.raises(RuntimeError, match="need 1 GPU"):
+        pool_sizes(groups, cfg, {"CPU": 8.0}, 100)
+    cfg.ray.stage_resources = {}
+    assert len(pools([STAGES[n](cfg) for n in ("pair", "identity", "caption")], cfg)) == 1

@@ -34,7 +34,8 @@ log = logging.getLogger("hfl")
 # ---------------------------------------------------------------------------- Ray
 
 AUTH_FIX = (
-    "the Ray cluster at {address} uses token authentication and this driver has no valid token. Fix: "
+    "the Ray cluster at {address} is reachable but refused this driver: it uses token authentication and "
+    "this driver's token is missing or wrong. Fix: "
     "export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (on the head node: "
     "`cat ~/.ray/auth_token`, or the token the cluster was started with), then run hfl build again"
 )
@@ -42,6 +43,20 @@ AUTH_FIX = (
 
 class RayConnectError(RuntimeError):
     """Connecting to the Ray cluster failed; the message names the fix."""
+
+
+def _reachable(address: str) -> bool:
+    """True when host:port (a GCS address; ray:// or auto are not probed) accepts a TCP connection."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or "://" in address:
+        return False
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
+            return True
+    except OSError:
+        return False
 
 
 def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
@@ -56,9 +71,11 @@ def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
     if address:
         try:
             ray.init(address=address, **kwargs)
-        except Exception as exc:  # AuthenticationError, or a RuntimeError about the missing token
+        except Exception as exc:  # AuthenticationError, or ConnectionError after the GCS refused the token
             text = f"{type(exc).__name__}: {exc}"
-            if "uthenticat" in text or "auth_token" in text.lower() or "token" in text.lower():
+            # A wrong or missing token shows as an AuthenticationError, or (the GCS answering
+            # "Unauthenticated" to every retry) as a ConnectionError to a GCS port that accepts connections.
+            if "token" in text.lower() or "uthenticat" in text or _reachable(address):
                 raise RayConnectError(AUTH_FIX.format(address=address)) from exc
             raise RayConnectError(f"cannot connect to the Ray cluster at {address}: {text[:400]}") from exc
     else:
