@@ -132,8 +132,11 @@ def main() -> None:
     for item in args.gpu_rate:
         k, v = item.split("=")
         gpu[k] = float(v)
-        cpu = {s: r for s, r in cpu.items() if k not in s.split("+")}  # moved from CPU to GPU
-        notes.append(f"{k}: {v} GPU-s per video (given; its measured CPU rate dropped)")
+        if k in cpu:  # the stage ran alone on CPUs: its rate moves to the GPU
+            del cpu[k]
+            notes.append(f"{k}: {v} GPU-s per video (given; its measured CPU rate dropped)")
+        else:  # measured fused with other stages: its CPU share cannot be separated, so it stays counted
+            notes.append(f"{k}: {v} GPU-s per video (given; its CPU share in a fused run stays counted)")
     if args.pairs_per_video is not None:
         ppv = args.pairs_per_video
         notes.append(f"pairs per video: {ppv:g} (given)")

@@ -314,8 +314,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def _resolve(value: str, base: Path) -> str:
     """Expand `pkg:<module>/<relpath>` (a file shipped in an installed package) and relative paths."""
-    if value.startswith(("pkg:", "corpus:")):
-        return value  # resolved by hfl.inputs at validation time
+    if value.startswith(("pkg:", "corpus:")) or "://" in value:
+        return value  # resolved by hfl.inputs at validation time; URLs (s3://, file://) are absolute
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
 

@@ -38,7 +38,7 @@ def s3():
     srv.stop()
 
 
-def make_config(tmp: Path, media: Path, **sections) -> Path:
+def make_config(tmp: Path, media: Path | str, **sections) -> Path:
     data = {
         "name": "s3",
         "stages": ["mine", "quality", "shard"],
@@ -74,9 +74,21 @@ def media(tmp_path_factory, carphone) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_build(tmp_path_factory, media, ray_session) -> Path:
+def s3_media(media, s3) -> str:
+    """The same videos under s3://hfl-test/videos/ (names relative to the prefix equal the local ones)."""
+    from hfl.storage import RemotePath
+
+    videos = RemotePath(f"s3://{s3.bucket}/videos")
+    for v in sorted(media.iterdir()):
+        (videos / v.name).write_bytes(v.read_bytes())
+    return str(videos)
+
+
+@pytest.fixture(scope="module")
+def local_build(tmp_path_factory, s3_media, ray_session) -> Path:
+    """The reference: a build to a local folder of the videos on S3 (the config of every S3 build here)."""
     tmp = tmp_path_factory.mktemp("local")
-    cfg = load_config(make_config(tmp, media))
+    cfg = load_config(make_config(tmp, s3_media))
     validate(cfg, cfg.stages)
     run_build(cfg, tmp / "out", cfg.stages)
     return tmp / "out"

@@ -15,7 +15,16 @@ import subprocess
 import time
 
 import pytest
-from storage_support import _loopback, hfl_cmd, local_build, make_config, media, s3, stage_rows  # noqa: F401
+from storage_support import (  # noqa: F401
+    _loopback,
+    hfl_cmd,
+    local_build,
+    make_config,
+    media,
+    s3,
+    s3_media,
+    stage_rows,
+)
 
 from hfl.storage import RemotePath
 
@@ -30,9 +39,9 @@ def cluster(s3):
 
 
 def test_two_node_build_to_s3_survives_losing_the_worker_node(
-    tmp_path, media, local_build, s3, cluster
+    tmp_path, s3_media, local_build, s3, cluster
 ) -> None:
-    cfg = make_config(tmp_path, media)
+    cfg = make_config(tmp_path, s3_media)  # input and output on S3
     out = RemotePath(f"s3://{s3.bucket}/cluster/out")
     env = {**cluster.env, **s3.env, "HFL_FAULT_SLEEP": "mine:3", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
