@@ -6,18 +6,17 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from hfl import __version__  # noqa: E402
 from hfl.backends.expression import EXPRESSIONS  # noqa: E402
 from hfl.config import PipelineConfig, config_hash, to_dict  # noqa: E402
+from hfl.storage import Location, parquet_file, read_table, staged, write_bytes_atomic  # noqa: E402
 
 CARD_COLUMNS = [
     "key", "video_id", "split", "group_id", "edit_expression", "edit_intensity", "tgt_expression",
@@ -45,11 +44,11 @@ LIMITS = [
 ]
 
 
-def _rows(out_dir: Path) -> list[dict[str, Any]]:
+def _rows(out_dir: Location) -> list[dict[str, Any]]:
     rows = []
     for p in sorted((out_dir / "stages" / "split").glob("part-*.parquet")):
-        have = set(pq.ParquetFile(p).schema_arrow.names)
-        rows += pq.read_table(p, columns=[c for c in CARD_COLUMNS if c in have]).to_pylist()
+        have = set(parquet_file(p).schema_arrow.names)
+        rows += read_table(p, columns=[c for c in CARD_COLUMNS if c in have]).to_pylist()
     for r in rows:
         r["subset"] = r.get("subset") or "real"
     return rows
@@ -66,12 +65,12 @@ def _series(rows: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]
     return out
 
 
-def _stats(out_dir: Path, stage: str) -> dict[str, Any]:
+def _stats(out_dir: Location, stage: str) -> dict[str, Any]:
     f = out_dir / "stages" / stage / "stats.json"
     return json.loads(f.read_text()) if f.is_file() else {}
 
 
-def _expression_chart(rows: list[dict[str, Any]], path: Path) -> None:
+def _expression_chart(rows: list[dict[str, Any]], path: Location) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     labels = [*EXPRESSIONS, "pose only"]
     series = _series(rows) or [("train", [])]
@@ -84,11 +83,12 @@ def _expression_chart(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_title("Instructed expression (cf. paper Fig. 3c)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with staged(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
-def _pose_chart(rows: list[dict[str, Any]], path: Path, unit: float) -> None:
+def _pose_chart(rows: list[dict[str, Any]], path: Location, unit: float) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.2))
     data = {}
     for subset in ("real", "synthetic"):
@@ -111,7 +111,8 @@ def _pose_chart(rows: list[dict[str, Any]], path: Path, unit: float) -> None:
     ax.set_title("Head-pose change (cf. paper Fig. 3d)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with staged(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -121,7 +122,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
-def write_card(out_dir: Path, cfg: PipelineConfig) -> Path:
+def write_card(out_dir: Location, cfg: PipelineConfig) -> Location:
     """Write DIR/README.md and DIR/card/*.png from the split stage's parts."""
     card = out_dir / "card"
     card.mkdir(parents=True, exist_ok=True)
@@ -277,7 +278,5 @@ Synthetic edits by instructed change (expression or pose, yaw units, pitch units
 {chr(10).join(f"- {x}" for x in LIMITS)}
 """
     path = out_dir / "README.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_bytes_atomic(path, text.encode())
     return path

@@ -19,7 +19,12 @@ app = typer.Typer(
 @app.command()
 def build(
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML, e.g. pipelines/demo.yaml")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Build output folder DIR")],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Build output DIR: a folder, file://, s3://bucket/prefix, gs://, hdfs://"
+        ),
+    ],
     stage: Annotated[str, typer.Option(help="A stage name, a comma-separated list, or 'all'")] = "all",
     set_: Annotated[
         list[str] | None,
@@ -30,7 +35,11 @@ def build(
         bool, typer.Option(help="Redo the selected stages even if done with the same config")
     ] = False,
     ray_address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else embedded Ray)")
+        str | None,
+        typer.Option(
+            help="Ray cluster address, e.g. 127.0.0.1:6379 (default: RAY_ADDRESS, else an embedded Ray); "
+            "a cluster with token auth needs RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
+        ),
     ] = None,
     report: Annotated[bool, typer.Option(help="Write DIR/report/index.html at the end")] = True,
 ) -> None:
@@ -71,29 +80,38 @@ def stages(
         Path | None, typer.Option("--config", "-c", help="Show thresholds of this config")
     ] = None,
 ) -> None:
-    """List stages with their inputs, outputs, resources and thresholds."""
+    """List stages with their inputs, outputs, pool, resources and thresholds.
+
+    pool: the Ray Data operator the stage runs in for this config. Stages in one pool share actors (same
+    resource shape); pools of one streaming run (`run N`) run at the same time, each fed by the one before."""
     from hfl.config import PipelineConfig, load_config
+    from hfl.engine.runner import execution_plan, stage_resources
     from hfl.stages import STAGES
 
     cfg = load_config(config) if config else PipelineConfig()
+    plan = execution_plan(cfg)
     for name, cls in STAGES.items():
         st = cls(cfg)
-        r = st.resources()
+        r = stage_resources(cfg, st)
         typer.secho(f"{name}", bold=True)
         typer.echo(f"  {st.description}")
         typer.echo(f"  inputs:     {', '.join(st.inputs) or '(files: mine.input)'}")
         typer.echo(f"  outputs:    {', '.join(st.outputs)}")
+        typer.echo(f"  pool:       {plan.get(name, '- (not in this pipeline)')}")
         res = f"cpus={r.num_cpus:g} gpus={r.num_gpus:g} memory_mb={r.memory_mb} batch={r.batch_size}"
-        typer.echo(f"  resources:  {res}")
+        typer.echo(f"  resources:  {res} (per actor; batch = rows per model call)")
         typer.echo("  thresholds: " + (", ".join(f"{k}={v}" for k, v in st.thresholds().items()) or "-"))
 
 
 @app.command()
-def report(out_dir: Annotated[Path, typer.Argument(help="A build output folder")]) -> None:
+def report(
+    out_dir: Annotated[str, typer.Argument(help="A build output folder or URL (s3://bucket/prefix, ...)")],
+) -> None:
     """Write DIR/report/index.html: funnel, score histograms, contact sheets per reject reason."""
     from hfl.report import write_report
+    from hfl.storage import location
 
-    if not (out_dir / "stages").is_dir():
+    if not (location(out_dir) / "stages").is_dir():
         typer.secho(f"error: {out_dir} holds no build (no stages/ folder)", fg="red", err=True)
         raise typer.Exit(2)
     typer.echo(f"report: {write_report(out_dir)}")

@@ -36,7 +36,10 @@ class RayConfig:
     address: str = ""  # Ray cluster address; empty = RAY_ADDRESS or an embedded local Ray
     num_cpus: int = 0  # CPUs for an embedded Ray (0 = all cores)
     object_store_mb: int = 512  # object store size of an embedded Ray
-    workers: int = 0  # actors per model-backed stage (0 = one per CPU)
+    workers: int = 0  # actors per CPU pool (0 = the cluster's CPUs left after the GPU pools)
+    num_gpus: int = -1  # GPUs for an embedded Ray (-1 = those detected; >0 declares logical GPUs)
+    # per-stage resource overrides, e.g. {caption: {num_gpus: 1}}: keys num_cpus, num_gpus, memory_mb
+    stage_resources: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -239,8 +242,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def _resolve(value: str, base: Path) -> str:
     """Expand `pkg:<module>/<relpath>` (a file shipped in an installed package) and relative paths."""
-    if value.startswith(("pkg:", "corpus:")):
-        return value  # resolved by hfl.inputs at validation time
+    if value.startswith(("pkg:", "corpus:")) or "://" in value:
+        return value  # resolved by hfl.inputs at validation time; URLs (s3://, file://) are absolute
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else (base / p).resolve())
 

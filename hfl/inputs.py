@@ -8,9 +8,10 @@ import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hfl.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from hfl.storage import RemotePath, is_remote
 
 LIST_EXTENSIONS = (".txt", ".list", ".lst")
 
@@ -52,8 +53,16 @@ def resolve_special(value: str) -> Path:
     return Path(value).expanduser()
 
 
-def resolve_input_path(value: str) -> Path:
-    """The folder or list file named by mine.input; raises FileNotFoundError/PermissionError."""
+def resolve_input_path(value: str) -> Path | RemotePath:
+    """The folder or list file named by mine.input; raises FileNotFoundError/PermissionError.
+    URLs (s3://bucket/prefix, gs://, hdfs://, ...) name a prefix, a list file or one video on that store."""
+    if is_remote(value):
+        r = RemotePath(value)
+        if r.is_dir() or r.is_file():
+            return r
+        raise FileNotFoundError(f"not found: {value}")
+    if value.startswith("file://"):
+        value = value[len("file://") :]
     p = resolve_special(value)
     if not p.exists():
         raise FileNotFoundError(f"not found: {p}")
@@ -86,6 +95,8 @@ def list_inputs(value: str) -> list[InputItem]:
     """Every candidate input in deterministic order. Unsupported files are listed too (mine rejects them
     with a reason) when inside a folder; hidden files are skipped."""
     root = resolve_input_path(value)
+    if isinstance(root, RemotePath):
+        return _list_remote(root)
     items: list[InputItem] = []
     if root.is_dir():
         for p in sorted(root.rglob("*")):
@@ -105,6 +116,28 @@ def list_inputs(value: str) -> list[InputItem]:
             else:
                 q = Path(line).expanduser()
                 path = str(q if q.is_absolute() else root.parent / q)
+            items.append(InputItem(path, line, video_id_for(line)))
+    else:
+        items.append(InputItem(str(root), root.name, video_id_for(root.name)))
+    return items
+
+
+def _list_remote(root: RemotePath) -> list[InputItem]:
+    """list_inputs on an object store: every object under a prefix, or the URLs of a list file (relative
+    lines resolved against the list's prefix), or one object. Video ids are those of the same names on a
+    local disk (the name relative to the prefix)."""
+    items: list[InputItem] = []
+    if root.is_dir():
+        for k in sorted(root.fs.find(root.key)):
+            name = str(PurePosixPath(k).relative_to(root.key))
+            if not any(part.startswith(".") for part in PurePosixPath(name).parts):
+                items.append(InputItem(f"{root.protocol}://{k}", name, video_id_for(name)))
+    elif root.suffix.lower() in LIST_EXTENSIONS:
+        for line in root.read_text().splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            path = line if "://" in line else str(root.parent / line)
             items.append(InputItem(path, line, video_id_for(line)))
     else:
         items.append(InputItem(str(root), root.name, video_id_for(root.name)))

@@ -14,6 +14,7 @@ import json
 import math
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import yaml
+
+from hfl.storage import Location, RemotePath, dataset, location, parquet_file, rmtree
 
 KEPT = "kept"  # group name of rows with a null reject_reason
 BATCH_ROWS = 4096  # rows per batch for the light (no image) passes
@@ -139,14 +141,14 @@ class _StageScan:
 # ----------------------------------------------------------------------------- inputs
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Location) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def _read_config(out_dir: Path) -> dict[str, Any]:
+def _read_config(out_dir: Location) -> dict[str, Any]:
     path = out_dir / "config.yaml"
     if not path.exists():
         return {}
@@ -154,7 +156,7 @@ def _read_config(out_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _stage_order(out_dir: Path, config: dict[str, Any]) -> list[str]:
+def _stage_order(out_dir: Location, config: dict[str, Any]) -> list[str]:
     """Stages in pipeline order: config `stages`, then any other stage folders by finished_at."""
     stages_dir = out_dir / "stages"
     present = sorted(p.name for p in stages_dir.iterdir() if p.is_dir()) if stages_dir.is_dir() else []
@@ -226,7 +228,7 @@ def _iter_batches(
     for fi, path in enumerate(files):
         if row_groups is not None and fi not in row_groups:
             continue
-        pf = pq.ParquetFile(path)
+        pf = parquet_file(path)
         have = set(pf.schema_arrow.names)
         cols = [c for c in columns if c in have]
         groups = row_groups[fi] if row_groups is not None else list(range(pf.num_row_groups))
@@ -282,7 +284,7 @@ def _fmt(v: float) -> str:
 
 
 def _scan_stage(
-    stage_dir: Path,
+    stage_dir: Location,
     max_per_sheet: int,
     caption_cols: list[str],
     extra_range: dict[str, list[float]],
@@ -293,9 +295,9 @@ def _scan_stage(
     files = sorted(stage_dir.glob("part-*.parquet"))
     if not files:
         return scan, files
-    schema = pq.read_schema(files[0])
+    schema = parquet_file(files[0]).schema_arrow
     for path in files[1:]:
-        for f in pq.read_schema(path):
+        for f in parquet_file(path).schema_arrow:
             if f.name not in schema.names:
                 schema = schema.append(f)
     names = set(schema.names)
@@ -401,7 +403,7 @@ def _fetch_thumbs(files: list[Path], scan: _StageScan, names: set[str]) -> None:
     }
     row_groups: dict[int, list[int]] = {}
     for fi in sorted({f for f, _ in wanted}):
-        md = pq.ParquetFile(files[fi]).metadata
+        md = parquet_file(files[fi]).metadata
         starts = np.cumsum([0] + [md.row_group(i).num_rows for i in range(md.num_row_groups)])
         rows = [r for f, r in wanted if f == fi]
         row_groups[fi] = sorted({int(np.searchsorted(starts, r, side="right") - 1) for r in rows})
@@ -445,12 +447,12 @@ def _frame_key_col(image_col: str, names: set[str]) -> str | None:
     return col if col in names else None
 
 
-def _upstream_frames(stages_dir: Path, keys: set[str]) -> dict[str, bytes]:
+def _upstream_frames(stages_dir: Location, keys: set[str]) -> dict[str, bytes]:
     """JPEG bytes of frames by key from the quality (else mine) stage parts."""
     for stage in ("quality", "mine"):
         parts = sorted((stages_dir / stage).glob("part-*.parquet"))
         if parts:
-            table = pads.dataset([str(p) for p in parts]).to_table(
+            table = dataset(parts).to_table(
                 columns=["key", "image"], filter=pads.field("key").isin(pa.array(sorted(keys)))
             )
             return dict(zip(table.column("key").to_pylist(), table.column("image").to_pylist(), strict=True))
@@ -656,7 +658,7 @@ def _histogram(
 # ----------------------------------------------------------------------------- shards
 
 
-def _shard_rows(out_dir: Path) -> list[dict[str, Any]]:
+def _shard_rows(out_dir: Location) -> list[dict[str, Any]]:
     """One row per shard from `DIR/shards/<split>/*.stats.json` (sample count, bytes)."""
     rows = []
     for p in sorted((out_dir / "shards").glob("*/*.stats.json")):
@@ -668,12 +670,12 @@ def _shard_rows(out_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _manifest_counts(out_dir: Path) -> dict[str, int]:
+def _manifest_counts(out_dir: Location) -> dict[str, int]:
     """Samples per split from manifest.parquet, reading only the split column."""
     path = out_dir / "manifest.parquet"
     if not path.exists():
         return {}
-    pf = pq.ParquetFile(path)
+    pf = parquet_file(path)
     if "split" not in pf.schema_arrow.names:
         return {}
     counts: dict[str, int] = {}
@@ -683,7 +685,7 @@ def _manifest_counts(out_dir: Path) -> dict[str, int]:
     return counts
 
 
-def _shards_html(out_dir: Path) -> str:
+def _shards_html(out_dir: Location) -> str:
     rows = _shard_rows(out_dir)
     manifest = _manifest_counts(out_dir)
     if not rows and not manifest:
@@ -732,17 +734,30 @@ def _reason_text(reason: str, stage: str) -> str:
 
 
 def write_report(
-    out_dir: Path, max_per_sheet: int = 24, thresholds: dict[str, dict[str, float]] | None = None
+    out_dir: Location | str, max_per_sheet: int = 24, thresholds: dict[str, dict[str, float]] | None = None
 ) -> Path:
     """Write DIR/report/index.html (+ PNG charts, JPEG contact sheets) and return its path.
 
     thresholds: {stage: {column: value}} drawn on the histograms; default from config.yaml
     (`report_thresholds`, else `min_<col>`/`max_<col>` keys in the stage's section).
     """
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
+    if isinstance(out_dir, RemotePath):  # on an object store: written in a local folder, then uploaded
+        with tempfile.TemporaryDirectory(prefix="hfl-report-") as tmp:
+            index = _write_report(out_dir, Path(tmp) / "report", max_per_sheet, thresholds)
+            rmtree(out_dir / "report")
+            out_dir.fs.put(str(index.parent) + "/", (out_dir / "report").key, recursive=True)
+        return out_dir / "report" / "index.html"
     report = out_dir / "report"
     if report.exists():
         shutil.rmtree(report)
+    return _write_report(out_dir, report, max_per_sheet, thresholds)
+
+
+def _write_report(
+    out_dir: Location, report: Path, max_per_sheet: int, thresholds: dict[str, dict[str, float]] | None
+) -> Path:
+    """write_report into the local folder `report`."""
     report.mkdir(parents=True)
     config = _read_config(out_dir)
     stages = _stage_order(out_dir, config)
@@ -755,7 +770,7 @@ def write_report(
         sdir = out_dir / "stages" / stage
         stats = _read_json(sdir / "stats.json")
         files = sorted(sdir.glob("part-*.parquet"))
-        schema = pq.read_schema(files[0]) if files else pa.schema([])
+        schema = parquet_file(files[0]).schema_arrow if files else pa.schema([])
         # histogram only what this stage adds; upstream columns were drawn in their own stage's section
         fields = [f for f in schema if _is_score_col(f.name, f.type) and f.name not in upstream]
         upstream |= set(schema.names)
@@ -807,7 +822,7 @@ def write_report(
     return index
 
 
-def _yield_html(out_dir: Path, config: dict[str, Any]) -> str:
+def _yield_html(out_dir: Location, config: dict[str, Any]) -> str:
     """Per-video table (hfl.yields): which footage gave pairs, and what stopped the rest."""
     from hfl.yields import HEADERS, video_yield, yield_table_rows
 

@@ -42,7 +42,18 @@ def type_ok(value: Any, tp: Any) -> tuple[bool, Any]:
             out.append(v)
         return True, out
     if origin is dict:
-        return isinstance(value, dict), value
+        if not isinstance(value, dict):
+            return False, value
+        args = typing.get_args(tp)
+        if not args:
+            return True, value
+        out_d = {}
+        for k, item in value.items():
+            ok, v = type_ok(item, args[1])
+            if not ok:
+                return False, value
+            out_d[str(k)] = v
+        return True, out_d
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False, value

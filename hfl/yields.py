@@ -18,11 +18,11 @@ Used by `hfl report`, the dataset card and `benchmarks/yield.py`.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
+
+from hfl.storage import Location, location, parquet_file, read_table
 
 # the measured column behind each frame-level reason, and the config key of its bar
 MEASURE = {
@@ -37,17 +37,17 @@ PAIR_STAGES = ("pair", "identity", "caption")
 IGNORED = {"not_selected"}  # a budget, not a filter
 
 
-def _read(stage_dir: Path, columns: list[str]) -> list[dict[str, Any]]:
+def _read(stage_dir: Location, columns: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for p in sorted(stage_dir.glob("part-*.parquet")):
-        have = set(pq.ParquetFile(p).schema_arrow.names)
-        rows += pq.read_table(p, columns=[c for c in columns if c in have]).to_pylist()
+        have = set(parquet_file(p).schema_arrow.names)
+        rows += read_table(p, columns=[c for c in columns if c in have]).to_pylist()
     return rows
 
 
-def video_yield(out_dir: str | Path, config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def video_yield(out_dir: str | Location, config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One dict per input video (in input order of `mine`'s parts), see the module docstring."""
-    stages = Path(out_dir) / "stages"
+    stages = location(out_dir) / "stages"
     config = config or {}
     base = ["video", "video_id", "reject_reason"]
     mine = _read(stages / "mine", base + ["timestamp"])

@@ -1,4 +1,11 @@
-"""Runs stages on Ray Data with resume: done units are skipped, stats.json marks a stage done."""
+"""Runs stages on Ray Data with resume: done units are skipped, stats.json marks a stage done.
+
+Execution: consecutive unit-aligned stages form one streaming Ray Data pipeline. Inside it, stages fuse
+(run one after the other on the same actor) only when their resource shapes (CPUs, GPUs, memory) match; a
+stage with another shape (a GPU captioner) is its own operator with its own actor pool, fed unit by unit by
+the operator before it while that one is still running (Ray Data's streaming executor: backpressure, not
+barriers). Stages that need all of their input first (split, shard) run alone, after their inputs.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
@@ -16,7 +22,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,16 +30,43 @@ from tqdm import tqdm
 
 from hfl.config import PipelineConfig, config_hash, to_dict
 from hfl.engine.parts import clean_tmp, reason_counts, write_json_atomic, write_part
-from hfl.engine.stage import Stage, StageContext, WorkerCrash, WorkUnit
+from hfl.engine.stage import Resources, Stage, StageContext, WorkerCrash, WorkUnit
+from hfl.storage import Location, location, rmtree, storage_env
 
 log = logging.getLogger("hfl")
 
 
 # ---------------------------------------------------------------------------- Ray
 
+AUTH_FIX = (
+    "the Ray cluster at {address} is reachable but refused this driver: it uses token authentication and "
+    "this driver's token is missing or wrong. Fix: "
+    "export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (on the head node: "
+    "`cat ~/.ray/auth_token`, or the token the cluster was started with), then run hfl build again"
+)
+
+
+class RayConnectError(RuntimeError):
+    """Connecting to the Ray cluster failed; the message names the fix."""
+
+
+def _reachable(address: str) -> bool:
+    """True when host:port (a GCS address; ray:// or auto are not probed) accepts a TCP connection."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or "://" in address:
+        return False
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=3):
+            return True
+    except OSError:
+        return False
+
 
 def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
-    """Connect to a cluster (address / RAY_ADDRESS) or start an embedded Ray on this machine."""
+    """Connect to a cluster (address / RAY_ADDRESS) or start an embedded Ray on this machine (with a
+    watchdog that ends its processes if this driver dies: hfl.engine.watchdog)."""
     import ray
 
     if ray.is_initialized():
@@ -42,18 +74,30 @@ def init_ray(cfg: PipelineConfig, address: str | None = None) -> None:
     address = address or cfg.ray.address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
-        ray.init(address=address, **kwargs)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:  # AuthenticationError, or ConnectionError after the GCS refused the token
+            text = f"{type(exc).__name__}: {exc}"
+            # A wrong or missing token shows as an AuthenticationError, or (the GCS answering
+            # "Unauthenticated" to every retry) as a ConnectionError to a GCS port that accepts connections.
+            if "token" in text.lower() or "uthenticat" in text or _reachable(address):
+                raise RayConnectError(AUTH_FIX.format(address=address)) from exc
+            raise RayConnectError(f"cannot connect to the Ray cluster at {address}: {text[:400]}") from exc
     else:
         # An embedded cluster keeps Ray's default (token authentication on, a local token generated if
         # missing); Ray announces that default with a warning on every start, which is not news to act on.
         # (Setting RAY_AUTH_MODE here instead is unsafe: Ray's native side has read it at import time.)
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        from hfl.engine.watchdog import start_watchdog
+
         ray.init(
             num_cpus=cfg.ray.num_cpus or None,
+            num_gpus=cfg.ray.num_gpus if cfg.ray.num_gpus >= 0 else None,
             object_store_memory=cfg.ray.object_store_mb * 1024 * 1024,
             include_dashboard=False,
             **kwargs,
         )
+        start_watchdog()
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # hfl shows its own bar per stage
     ctx.print_on_execution_start = False
@@ -129,29 +173,69 @@ def quiet_native_stderr(patterns: tuple[bytes, ...] = QUIET_NATIVE_LINES) -> Ite
         os.close(saved)
 
 
-def worker_count(cfg: PipelineConfig, per_worker_cpus: float) -> int:
-    import ray
+def stage_resources(cfg: PipelineConfig, stage: Stage) -> Resources:
+    """The stage's declared resources with ray.stage_resources.<stage> applied."""
+    res = stage.resources()
+    over = cfg.ray.stage_resources.get(stage.name, {})
+    return dataclasses.replace(
+        res,
+        num_cpus=float(over.get("num_cpus", res.num_cpus)),
+        num_gpus=float(over.get("num_gpus", res.num_gpus)),
+        memory_mb=int(over.get("memory_mb", res.memory_mb)),
+    )
 
-    if cfg.ray.workers > 0:
-        return cfg.ray.workers
-    cpus = ray.cluster_resources().get("CPU", 1)
-    return max(1, int(cpus // max(per_worker_cpus, 1e-6)))
+
+def shape(res: Resources) -> tuple[float, float, int]:
+    """What a pool's actors request: stages with the same shape may share actors."""
+    return (res.num_cpus, res.num_gpus, res.memory_mb)
 
 
 def _inject_fault(stage: str, unit_id: str) -> None:
-    """Fault injection for tests: HFL_FAULT_SEGFAULT=<stage>:<unit id> kills the worker with SIGSEGV."""
+    """Fault injection for tests: HFL_FAULT_SEGFAULT=<stage>:<unit id> kills the worker with SIGSEGV;
+    HFL_FAULT_SLEEP=<stage>:<seconds> slows every unit of a stage (to kill a node mid-build)."""
     if os.environ.get("HFL_FAULT_SEGFAULT") == f"{stage}:{unit_id}":
         os.kill(os.getpid(), signal.SIGSEGV)
+    sleep = os.environ.get("HFL_FAULT_SLEEP", "")
+    if sleep.startswith(f"{stage}:"):
+        time.sleep(float(sleep.split(":", 1)[1]))
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:
+        return ""
+
+
+def _node_dead(node_id: str) -> bool:
+    """True when the Ray node with this id is known and no longer alive."""
+    if not node_id:
+        return False
+    try:
+        import ray
+
+        return any(n["NodeID"] == node_id and not n["Alive"] for n in ray.nodes())
+    except Exception:
+        return False
 
 
 class UnitWorker:
-    """Ray Data actor: builds its stages once (models loaded once), then runs whole units.
+    """Ray Data actor of one pool: builds its stages once (models loaded once), then runs whole units.
 
-    With several stages (a fused chain of unit-aligned stages), each unit runs through all of them in turn:
-    stage i+1 reads the part stage i has just written. Parts that exist already are skipped (resume)."""
+    With several stages (fused: same resource shape, unit-aligned), each unit runs through all of them in
+    turn: stage i+1 reads the part stage i has just written. The first pool reads units; later pools read
+    the part the pool before wrote. Parts that exist already are skipped (resume)."""
 
     def __init__(
-        self, stage_names: list[str], cfg_dict: dict[str, Any], out_dir: str, run_id: str = ""
+        self,
+        stage_names: list[str],
+        cfg_dict: dict[str, Any],
+        out_dir: str,
+        run_id: str = "",
+        first: bool = True,
+        pool: int = 0,
     ) -> None:
         import cv2
 
@@ -165,23 +249,39 @@ class UnitWorker:
         for st in self.stages:
             st.setup()
         self.stage = self.stages[0]
-        self.ctx = StageContext(Path(out_dir))
+        self.ctx = StageContext(location(out_dir))
         self.run_id = run_id
+        self.first = first
+        self.pool = pool
+        self.gpu_ids = self._gpu_ids()
 
-    def run_one(self, stage: Stage, unit: WorkUnit) -> Path:
+    @staticmethod
+    def _gpu_ids() -> list[str]:
+        try:
+            import ray
+
+            return [str(g) for g in ray.get_gpu_ids()]
+        except Exception:  # not inside Ray (unit tests call the worker directly)
+            return []
+
+    def run_one(self, stage: Stage, unit: WorkUnit) -> Location:
         part = self.ctx.stage_dir(stage.name) / f"part-{unit.id}.parquet"
         if part.exists():
             return part
         # An attempt marker outlives a worker killed by a native crash (segfault in a decoder, OOM kill):
         # when Ray retries the unit on a restarted worker in the same run, the unit is recorded, not retried.
+        # A unit whose node died (raylet killed, node preempted) is retried: the marker names the node.
         marker = self.ctx.stage_dir(stage.name) / "_attempts" / unit.id
-        if marker.is_file() and marker.read_text() == self.run_id:
-            crash = WorkerCrash(f"the worker died while processing unit {unit.id} (native crash or killed)")
-            write_part(part, [stage.error_rows(unit, crash)], stage.schema)
-            marker.unlink(missing_ok=True)
-            return part
+        if marker.is_file():
+            run, _, node = marker.read_text().partition(" ")
+            if run == self.run_id and not _node_dead(node):
+                what = f"the worker died while processing unit {unit.id} (native crash or killed)"
+                crash = WorkerCrash(what)
+                write_part(part, [stage.error_rows(unit, crash)], stage.schema)
+                marker.unlink(missing_ok=True)
+                return part
         marker.parent.mkdir(exist_ok=True)
-        marker.write_text(self.run_id)
+        marker.write_text(f"{self.run_id} {_node_id()}")
         _inject_fault(stage.name, unit.id)
         try:
             write_part(part, stage.run_unit(unit, self.ctx), stage.schema)
@@ -192,14 +292,68 @@ class UnitWorker:
         return part
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"unit": []}
-        for raw in batch["unit"]:
-            unit = WorkUnit(**json.loads(raw))
-            part = self.run_one(self.stages[0], unit)
-            for st in self.stages[1:]:
+        out: dict[str, list[Any]] = {k: list(v) for k, v in batch.items()}
+        ids: list[str] = []
+        parts: list[str] = []
+        times: list[str] = []
+        for i, raw in enumerate(batch["unit"]):
+            t0 = time.time()
+            if self.first:
+                unit = WorkUnit(**json.loads(raw))
+                part = self.run_one(self.stages[0], unit)
+                rest = self.stages[1:]
+                ids.append(unit.id)
+            else:
+                part, rest = location(str(batch["part"][i])), self.stages
+                ids.append(str(raw))
+            for st in rest:
                 part = self.run_one(st, st.unit_for_part(part))
-            out["unit"].append(unit.id)
+            parts.append(str(part))
+            times.append(json.dumps([self.pool, os.getpid(), self.gpu_ids, t0, time.time()]))
+        out["unit"] = ids
+        out["part"] = parts
+        out[f"pool{self.pool}"] = times
         return out
+
+
+def pools(chain: list[Stage], cfg: PipelineConfig) -> list[list[Stage]]:
+    """Split a chain of unit-aligned stages into pools: consecutive stages with the same resource shape."""
+    out: list[list[Stage]] = []
+    for st in chain:
+        if out and shape(stage_resources(cfg, st)) == shape(stage_resources(cfg, out[-1][-1])):
+            out[-1].append(st)
+        else:
+            out.append([st])
+    return out
+
+
+def pool_sizes(
+    groups: list[list[Stage]], cfg: PipelineConfig, cluster: dict[str, float], n_units: int
+) -> list[int]:
+    """Actors per pool. GPU pools: one actor per GPU share, but at most what leaves every CPU pool one
+    actor's CPUs; CPU pools share the CPUs left (ray.workers overrides). Never more actors than units."""
+    res = [stage_resources(cfg, g[0]) for g in groups]
+    cpus, gpus = cluster.get("CPU", 1.0), cluster.get("GPU", 0.0)
+    sizes = [0] * len(groups)
+    cpu_pools = [i for i, r in enumerate(res) if r.num_gpus == 0]
+    reserve = sum(res[i].num_cpus for i in cpu_pools)  # one actor per CPU pool, always
+    for i, r in enumerate(res):
+        if r.num_gpus > 0:
+            n = int(gpus // r.num_gpus)
+            if r.num_cpus > 0:
+                n = min(n, int(max(cpus - reserve, 0) // r.num_cpus))
+            if n < 1:
+                raise RuntimeError(
+                    f"stage(s) {'+'.join(s.name for s in groups[i])} need {r.num_gpus:g} GPU and "
+                    f"{r.num_cpus:g} CPU per worker; the Ray cluster has {gpus:g} GPU and {cpus:g} CPU"
+                )
+            sizes[i] = n
+            cpus -= n * r.num_cpus
+            gpus -= n * r.num_gpus
+    for i in cpu_pools:
+        share = max(cpus, 1.0) / len(cpu_pools)
+        sizes[i] = cfg.ray.workers or max(1, int(share // max(res[i].num_cpus, 1e-6)))
+    return [max(1, min(n, n_units)) for n in sizes]
 
 
 # ---------------------------------------------------------------------------- stage hashing
@@ -215,13 +369,11 @@ def stage_hashes(cfg: PipelineConfig, stages: dict[str, Stage]) -> dict[str, str
     return hashes
 
 
-def read_stats(sdir: Path) -> dict[str, Any] | None:
+def read_stats(sdir: Location) -> dict[str, Any] | None:
     p = sdir / "stats.json"
-    if not p.is_file():
-        return None
     try:
         return json.loads(p.read_text())
-    except json.JSONDecodeError:
+    except (FileNotFoundError, json.JSONDecodeError):
         return None
 
 
@@ -235,6 +387,13 @@ class StageResult:
     stats: dict[str, Any]
 
 
+def read_stats_file(p: Location) -> dict[str, Any] | None:
+    try:
+        return json.loads(p.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def prepare_stage(stage: Stage, ctx: StageContext, chash: str, force: bool) -> dict[str, Any] | None:
     """Return the stats of a stage that is done with this config (skip it); else make its folder ready:
     wiped when the config changed or --force, kept (for resume) otherwise."""
@@ -244,58 +403,87 @@ def prepare_stage(stage: Stage, ctx: StageContext, chash: str, force: bool) -> d
         print(f"[{stage.name}] done already (config {chash}); skipped. Use --force to redo.")
         return done
     state = sdir / "_state.json"
-    prev = json.loads(state.read_text()).get("config_hash") if state.is_file() else None
+    prev = (read_stats_file(state) or {}).get("config_hash")
     if sdir.exists() and (force or done or prev != chash):
-        shutil.rmtree(sdir)  # changed config or --force: redo from scratch
+        rmtree(sdir)  # changed config or --force: redo from scratch
         for extra in stage.external_outputs(ctx):
-            shutil.rmtree(extra) if extra.is_dir() else extra.unlink(missing_ok=True)
+            rmtree(extra)
     sdir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(state, {"config_hash": chash})
     clean_tmp(sdir)
     return None
 
 
-def execute_chain(chain: list[Stage], ctx: StageContext, cfg: PipelineConfig) -> int:
-    """Run the units of chain[0] through every stage of the chain on one Ray Data actor pool.
-    Returns how many units chain[0] planned."""
+def execute_chain(
+    chain: list[Stage], ctx: StageContext, cfg: PipelineConfig
+) -> tuple[int, list[dict[str, Any]]]:
+    """Run the units of chain[0] through every stage of the chain: one streaming Ray Data pipeline with an
+    actor pool per resource shape. Returns how many units chain[0] planned, and per pool what ran where."""
     import ray
 
     head = chain[0]
     units = head.plan(ctx)
-
-    def done(u: WorkUnit) -> bool:
-        return all((ctx.stage_dir(st.name) / f"part-{u.id}.parquet").exists() for st in chain)
-
-    pending = [u for u in units if not done(u)]
+    have = {st.name: {p.name for p in ctx.stage_dir(st.name).glob("part-*.parquet")} for st in chain}
+    pending = [u for u in units if not all(f"part-{u.id}.parquet" in have[st.name] for st in chain)]
     names = "+".join(st.name for st in chain)
-    if len(pending) < len(units):
-        print(f"[{names}] resuming: {len(units) - len(pending)} of {len(units)} units already done")
+    done = {st.name: sum(f"part-{u.id}.parquet" in have[st.name] for u in units) for st in chain}
+    if any(done.values()):
+        per = ", ".join(f"{k} {v} of {len(units)}" for k, v in done.items())
+        print(f"[{names}] resuming: {per} units already done")
     if not pending:
-        return len(units)
-    res = [st.resources() for st in chain]
-    cpus = max(r.num_cpus for r in res)
-    n = min(worker_count(cfg, cpus), len(pending))
+        return len(units), []
+    groups = pools(chain, cfg)
+    sizes = pool_sizes(groups, cfg, ray.cluster_resources(), len(pending))
+    run_id = uuid.uuid4().hex
     items = [{"unit": json.dumps(dataclasses.asdict(u))} for u in pending]
-    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        UnitWorker,
-        fn_constructor_kwargs={
-            "stage_names": [st.name for st in chain],
-            "cfg_dict": to_dict(cfg),
-            "out_dir": str(ctx.out_dir),
-            "run_id": uuid.uuid4().hex,
-        },
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=n),
-        num_cpus=cpus,
-        num_gpus=max(r.num_gpus for r in res) or None,
-        memory=max(r.memory_mb for r in res) * 1024 * 1024 or None,
-    )
+    # a remote output (and input) is reached from every node with the driver's endpoint and credentials
+    env = storage_env(str(ctx.out_dir), cfg.mine.input)
+    remote_args: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    for i, (group, n) in enumerate(zip(groups, sizes, strict=True)):
+        res = stage_resources(cfg, group[0])
+        ds = ds.map_batches(
+            UnitWorker,
+            fn_constructor_kwargs={
+                "stage_names": [st.name for st in group],
+                "cfg_dict": to_dict(cfg),
+                "out_dir": str(ctx.out_dir),
+                "run_id": run_id,
+                "first": i == 0,
+                "pool": i,
+            },
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=n),
+            **remote_args,
+            num_cpus=res.num_cpus,
+            num_gpus=res.num_gpus or None,
+            memory=res.memory_mb * 1024 * 1024 or None,
+        )
+    desc = " | ".join(f"{'+'.join(s.name for s in g)} x{n}" for g, n in zip(groups, sizes, strict=True))
+    seen: list[list[Any]] = []
     with quiet_native_stderr():
-        bar = tqdm(total=len(pending), desc=f"{names} ({n} workers)", unit="unit", dynamic_ncols=True)
-        for _ in ds.iter_rows():
+        bar = tqdm(total=len(pending), desc=desc, unit="unit", dynamic_ncols=True)
+        for row in ds.iter_rows():
+            seen += [json.loads(row[f"pool{i}"]) for i in range(len(groups))]
             bar.update(1)
         bar.close()
-    return len(units)
+    report = []
+    for i, (group, n) in enumerate(zip(groups, sizes, strict=True)):
+        mine = [r for r in seen if r[0] == i]
+        res = stage_resources(cfg, group[0])
+        report.append(
+            {
+                "stages": [s.name for s in group],
+                "actors": n,
+                "num_cpus": res.num_cpus,
+                "num_gpus": res.num_gpus,
+                "memory_mb": res.memory_mb,
+                "gpu_ids": sorted({g for r in mine for g in r[2]}),
+                "started": min((r[3] for r in mine), default=None),
+                "ended": max((r[4] for r in mine), default=None),
+            }
+        )
+    return len(units), report
 
 
 def finish_stage(
@@ -335,9 +523,33 @@ def chains(stages: list[Stage]) -> list[list[Stage]]:
     return out
 
 
+def execution_plan(cfg: PipelineConfig) -> dict[str, str]:
+    """stage -> how it runs for this config: `run N, pool M of K: a+b (cpus=.. gpus=..)`."""
+    from hfl.stages import STAGES
+
+    objs = [STAGES[name](cfg) for name in cfg.stages if name in STAGES]
+    out: dict[str, str] = {}
+    for ci, chain in enumerate(chains(objs), 1):
+        groups = pools(chain, cfg)
+        for pi, group in enumerate(groups, 1):
+            r = stage_resources(cfg, group[0])
+            kind = (
+                "barrier: runs after its inputs"
+                if not chain[0].unit_aligned and len(chain) == 1
+                else ("streaming")
+            )
+            text = (
+                f"run {ci}, pool {pi} of {len(groups)}: {'+'.join(s.name for s in group)} "
+                f"(cpus={r.num_cpus:g} gpus={r.num_gpus:g} memory_mb={r.memory_mb}; {kind})"
+            )
+            for st in group:
+                out[st.name] = text
+    return out
+
+
 def run_build(
     cfg: PipelineConfig,
-    out_dir: Path,
+    out_dir: Location | str,
     stages: list[str],
     force: bool = False,
     limit: int | None = None,
@@ -346,6 +558,7 @@ def run_build(
     """Run `stages` (in pipeline order) into out_dir. Config must already be validated."""
     from hfl.stages import STAGES
 
+    out_dir = location(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     objs = {name: STAGES[name](cfg) for name in cfg.stages}
@@ -378,8 +591,10 @@ def run_build(
             todo.append(objs[name])
     for chain in chains(todo):
         t0 = time.time()
-        n_units = execute_chain(chain, ctx, cfg)  # chained stages have one unit per head unit
-        extra = {"fused_with": [s.name for s in chain]} if len(chain) > 1 else {}
+        n_units, pool_report = execute_chain(chain, ctx, cfg)  # chained stages: one unit per head unit
+        extra: dict[str, Any] = {"fused_with": [s.name for s in chain]} if len(chain) > 1 else {}
+        if pool_report:
+            extra["pools"] = pool_report
         for st in chain:
             stats = finish_stage(st, ctx, hashes[st.name], time.time() - t0, n_units, extra)
             results.append(StageResult(st.name, False, stats))

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from hfl.config import PipelineConfig
+from hfl.storage import Location
 
 
 class WorkerCrash(RuntimeError):
@@ -39,9 +39,9 @@ class WorkUnit:
 class StageContext:
     """Where a stage reads and writes."""
 
-    out_dir: Path  # build output DIR
+    out_dir: Location  # build output DIR: a local Path or a RemotePath (s3://, gs://, hdfs://, ...)
 
-    def stage_dir(self, name: str) -> Path:
+    def stage_dir(self, name: str) -> Location:
         return self.out_dir / "stages" / name
 
 
@@ -81,7 +81,7 @@ class Stage:
         parts = sorted(ctx.stage_dir(self.inputs[0]).glob("part-*.parquet"))
         return [self.unit_for_part(p) for p in parts]
 
-    def unit_for_part(self, part: Path) -> WorkUnit:
+    def unit_for_part(self, part: Location) -> WorkUnit:
         """The unit that processes one part of the input stage (unit-aligned stages): same id, its path."""
         return WorkUnit(part.stem.removeprefix("part-"), {"path": str(part)})
 
@@ -99,7 +99,7 @@ class Stage:
     def finalize(self, ctx: StageContext) -> None:
         """Runs on the driver after all units are done (e.g. write a manifest)."""
 
-    def external_outputs(self, ctx: StageContext) -> list[Path]:
+    def external_outputs(self, ctx: StageContext) -> list[Location]:
         """Outputs outside the stage folder, removed with it when the stage is redone."""
         return []
 

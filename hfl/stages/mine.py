@@ -14,6 +14,7 @@ from hfl.engine.stage import Resources, Stage, StageContext, WorkerCrash, WorkUn
 from hfl.imageops import encode_jpeg
 from hfl.inputs import list_inputs
 from hfl.schema import FRAME_SCHEMA
+from hfl.storage import local_copy
 from hfl.tracking import Tracker
 from hfl.video import DecodeError, open_frames
 
@@ -79,8 +80,12 @@ class MineStage(Stage):
                 )
             ]
             return
+        with local_copy(item["path"]) as path:  # an object-store input is read from a temporary copy
+            yield from self._decode(item, path, m)
+
+    def _decode(self, item: dict[str, str], path: str, m: Any) -> Iterator[list[dict[str, Any]]]:
         try:
-            decoder, frames = open_frames(item["path"], m.fps, m.max_frames_per_video, m.decoder)
+            decoder, frames = open_frames(path, m.fps, m.max_frames_per_video, m.decoder)
         except DecodeError as exc:
             yield [input_row(item, exc.reason, exc.detail)]
             return

@@ -8,7 +8,6 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from hfl.backends.quality import load_quality_scorer
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
@@ -23,6 +22,7 @@ from hfl.imageops import (
 )
 from hfl.schema import QUALITY_SCHEMA
 from hfl.stages.rows import judged_safely, reject
+from hfl.storage import parquet_file
 
 
 class QualityStage(Stage):
@@ -63,7 +63,7 @@ class QualityStage(Stage):
 
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         history: dict[str, deque[np.ndarray]] = {}
-        pf = pq.ParquetFile(unit.payload["path"])
+        pf = parquet_file(unit.payload["path"])
         for batch in pf.iter_batches(batch_size=self.resources().batch_size):
             rows = [r for r in batch.to_pylist() if r.get("reject_reason") is None]
             yield [self.judge_safely(r, history) for r in rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pyarrow.parquet as pq
+from hfl.storage import parquet_file
 
 
 def reject(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def reject(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
 
 def kept_batches(path: str, batch_size: int) -> Iterator[list[dict[str, Any]]]:
     """Batches of the kept rows (reject_reason null) of one upstream part, streamed."""
-    pf = pq.ParquetFile(path)
+    pf = parquet_file(path)
     for batch in pf.iter_batches(batch_size=batch_size):
         rows = [r for r in batch.to_pylist() if r.get("reject_reason") is None]
         if rows:

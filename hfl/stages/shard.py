@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from hfl.config import PipelineConfig, config_hash
 from hfl.engine.parts import write_json_atomic
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.samples import encode_sample, manifest_fields
+from hfl.storage import Location, dataset, parquet_file, read_table, write_bytes_atomic, write_table
 
 
 def used_backends(cfg: PipelineConfig) -> dict[str, str]:
@@ -73,9 +71,9 @@ class ShardStage(Stage):
         src = ctx.stage_dir(self.source)
         by_split: dict[str, list[tuple[str, str]]] = {}
         for p in sorted(src.glob("part-*.parquet")):
-            names = pq.ParquetFile(p).schema_arrow.names
+            names = parquet_file(p).schema_arrow.names
             cols = ["key", "reject_reason"] + (["split"] if "split" in names else [])
-            t = pq.read_table(p, columns=cols).to_pylist()
+            t = read_table(p, columns=cols).to_pylist()
             for r in t:
                 if r["reject_reason"] is None:
                     split = r.get("split") or self.cfg.shard.default_split
@@ -105,7 +103,7 @@ class ShardStage(Stage):
         wanted = set(keys)
         rows: dict[str, dict[str, Any]] = {}
         for part in unit.payload["parts"]:
-            table = pads.dataset(part).to_table(filter=pads.field("key").isin(pa.array(sorted(wanted))))
+            table = dataset(part).to_table(filter=pads.field("key").isin(pa.array(sorted(wanted))))
             for r in table.to_pylist():
                 rows[r["key"]] = r
         out = ctx.out_dir / "shards" / split
@@ -122,34 +120,33 @@ class ShardStage(Stage):
                 sink.write(encode_sample(rows[key], chash, backends))
                 manifest.append({**manifest_fields(rows[key]), "split": split, "shard": f"{name}.tar"})
         tar = out / f"{name}.tar"
-        tmp = tar.with_name(tar.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, tar)
+        data = buf.getvalue()
+        write_bytes_atomic(tar, data)
         write_json_atomic(
             out / f"{name}.stats.json",
             {
                 "shard": f"{name}.tar",
                 "split": split,
                 "samples": len(keys),
-                "bytes": tar.stat().st_size,
+                "bytes": len(data),
                 "first_key": keys[0],
                 "last_key": keys[-1],
             },
         )
         yield manifest
 
-    def external_outputs(self, ctx: StageContext) -> list[Path]:
+    def external_outputs(self, ctx: StageContext) -> list[Location]:
         return [ctx.out_dir / "shards", ctx.out_dir / "manifest.parquet"]
 
     def finalize(self, ctx: StageContext) -> None:
         parts = sorted(ctx.stage_dir(self.name).glob("part-*.parquet"))
-        tables = [pq.read_table(p) for p in parts]
+        tables = [read_table(p) for p in parts]
         tables = [t for t in tables if t.num_rows]
-        tmp = ctx.out_dir / "manifest.parquet.tmp"
+        dest = ctx.out_dir / "manifest.parquet"
         if tables:
-            pq.write_table(pa.concat_tables(tables, promote_options="permissive"), tmp)
+            write_table(pa.concat_tables(tables, promote_options="permissive"), dest)
         else:
-            pq.write_table(
+            write_table(
                 pa.table(
                     {
                         "key": pa.array([], pa.string()),
@@ -157,15 +154,14 @@ class ShardStage(Stage):
                         "shard": pa.array([], pa.string()),
                     }
                 ),
-                tmp,
+                dest,
             )
-        os.replace(tmp, ctx.out_dir / "manifest.parquet")
 
     def extra_stats(self, ctx: StageContext) -> dict[str, Any]:
         shards = sorted((ctx.out_dir / "shards").glob("*/*.stats.json"))
         per_split: dict[str, dict[str, int]] = {}
         for s in shards:
-            d = json.loads(Path(s).read_text())
+            d = json.loads(s.read_text())
             e = per_split.setdefault(d["split"], {"shards": 0, "samples": 0})
             e["shards"] += 1
             e["samples"] += d["samples"]

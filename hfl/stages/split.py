@@ -21,15 +21,14 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.schema import SPLIT_SCHEMA
 from hfl.stages.rows import kept_batches
+from hfl.storage import Location, parquet_file, read_table
 
 PLAN_COLUMNS = [
     "key",
@@ -139,18 +138,18 @@ class SplitStage(Stage):
         return {"test_pairs": s.test_pairs, "test_fraction": s.test_fraction}
 
     def plan(self, ctx: StageContext) -> list[WorkUnit]:
-        ids: dict[Path, str] = {}
-        parts: list[Path] = []
+        ids: dict[Location, str] = {}
+        parts: list[Location] = []
         for stage in self.inputs:
             for p in sorted(ctx.stage_dir(stage).glob("part-*.parquet")):
                 # unit ids stay unique across input stages: prefixed by the stage when there are several
                 ids[p] = p.stem.removeprefix("part-") if len(self.inputs) == 1 else f"{stage}-{p.stem[5:]}"
                 parts.append(p)
-        rows_by_part: dict[Path, list[dict[str, Any]]] = {}
+        rows_by_part: dict[Location, list[dict[str, Any]]] = {}
         for p in parts:
-            have = set(pq.ParquetFile(p).schema_arrow.names)
+            have = set(parquet_file(p).schema_arrow.names)
             cols = [c for c in PLAN_COLUMNS if c in have]
-            table = pq.read_table(p, columns=cols).to_pylist()
+            table = read_table(p, columns=cols).to_pylist()
             rows_by_part[p] = [r for r in table if r.get("reject_reason") is None]
         rows = [r for p in parts for r in rows_by_part[p]]
         groups = self.groups(rows)
@@ -202,14 +201,14 @@ class SplitStage(Stage):
 
         write_card(ctx.out_dir, self.cfg)
 
-    def external_outputs(self, ctx: StageContext) -> list[Path]:
+    def external_outputs(self, ctx: StageContext) -> list[Location]:
         return [ctx.out_dir / "README.md", ctx.out_dir / "card"]
 
     def extra_stats(self, ctx: StageContext) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         subsets: Counter[str] = Counter()
         for p in sorted(ctx.stage_dir(self.name).glob("part-*.parquet")):
-            for r in pq.read_table(p, columns=["split", "subset"]).to_pylist():
+            for r in read_table(p, columns=["split", "subset"]).to_pylist():
                 counts[r["split"]] += 1
                 subsets[f"{r['subset'] or 'real'}/{r['split']}"] += 1
         return {"splits": dict(counts), "subsets": dict(sorted(subsets.items()))}

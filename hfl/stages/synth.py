@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg, encode_jpeg
 from hfl.landmarks import as_points, head_pose
 from hfl.schema import SYNTH_SCHEMA
 from hfl.stages.rows import reject
+from hfl.storage import parquet_file
 
 SOURCE_COLUMNS = [
     "key", "video", "video_id", "track_id", "frame_index", "timestamp", "width", "height", "image", "box",
@@ -121,7 +121,7 @@ class SynthStage(Stage):
     # ------------------------------------------------------------------ sources
     def sources(self, unit: WorkUnit) -> list[dict[str, Any]]:
         if "path" in unit.payload:
-            pf = pq.ParquetFile(unit.payload["path"])
+            pf = parquet_file(unit.payload["path"])
             cols = [c for c in SOURCE_COLUMNS if c in pf.schema_arrow.names]
             rows = [r for r in pf.read(columns=cols).to_pylist() if r.get("reject_reason") is None]
             return [r for r in rows if r.get("landmarks") is not None and r.get("image") is not None]
