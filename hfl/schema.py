@@ -140,7 +140,7 @@ VALIDATE_FIELDS = [
     ("pose_error_deg", pa.float32()),  # Eq. 1: |measured (pitch, yaw) change - instructed|, degrees
     ("expression_score", pa.float32()),  # fer: probability of the instructed class on the edit
     ("vlm_score", pa.float32()),  # vlm: edit-vs-instruction score in [0, 1]
-    ("validator", pa.string()),  # pnp-68-meanshape+fer | pnp-68-meanshape+qwen2.5-vl
+    ("validator", pa.string()),  # <validate.pose_estimator>+fer | <validate.pose_estimator>+qwen2.5-vl
 ]
 VALIDATE_SCHEMA = pa.schema(list(SYNTH_SCHEMA) + [pa.field(n, t) for n, t in VALIDATE_FIELDS])
 

@@ -202,6 +202,9 @@ def test_independent_pose_check_measures_the_image_not_the_intent(
     assert abs(intended - 30) < 3
     assert 15 < independent["pitch_delta"] < 25 and independent["pitch_delta"] < intended - 5
     assert abs(independent["pitch_delta"] - circular["pitch_delta"]) < 4
+    # the edit carries its source face's identity, so `split` groups it with its person in other videos
+    emb = np.asarray(independent["src_embedding"])
+    assert emb.shape == (128,) and np.linalg.norm(emb - np.asarray(circular["src_embedding"])) < 1e-6
 
 
 def test_geometric_yaw_edit_moves_the_detected_face(astronaut, face_backends) -> None:

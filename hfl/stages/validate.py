@@ -13,8 +13,9 @@
   of FER's probability rule, off by default: a class probability is not an intensity); `vlm` — Qwen2.5-VL
   scores source + edit against the instruction (prompt hfl/prompts/validate_edit.txt), kept at
   >= min_vlm_score, else `expression_mismatch`; no parsable answer: `validator_failed`.
-Measured angles, d_theta and scores are written on every row, kept or rejected. Both faces also get the
-caption columns (expression, intensity, yaw/pitch/roll), like real pairs.
+Measured angles, d_theta and scores are written on every row, kept or rejected, and the source face's
+identity embedding (`src_embedding`), so `split` groups an edit with its person across videos. Both faces
+also get the caption columns (expression, intensity, yaw/pitch/roll), like real pairs.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg
 from hfl.labels import EXPRESSIONS
 from hfl.schema import VALIDATE_SCHEMA
+from hfl.stages.identity import face_vector
 from hfl.stages.rows import judged_safely, kept_batches, reject
 
 
@@ -93,6 +95,7 @@ class ValidateStage(Stage):
             "backend": backend,
             "intensity_bounds": e.intensity_bounds,
             "pose": [self.cfg.validate.pose_estimator, self.cfg.validate.pose_fallback],
+            "embedder": self.cfg.backends.face.embedder,
         }
 
     def thresholds(self) -> dict[str, Any]:
@@ -104,9 +107,12 @@ class ValidateStage(Stage):
 
     def setup(self) -> None:
         from hfl.backends.expression import load_fer
+        from hfl.backends.face import load_embedder
         from hfl.backends.headpose import PoseChain
 
         self.poses = PoseChain([self.cfg.validate.pose_estimator, self.cfg.validate.pose_fallback])
+        # the source face's identity embedding, so that `split` links an edit to its person across videos
+        self.embedder = load_embedder(self.cfg.backends.face)
 
         self.fer = load_fer(self.cfg.backends.expression)
         self.fer.load()
@@ -138,6 +144,9 @@ class ValidateStage(Stage):
         images = {}
         for prefix in ("src", "tgt"):
             images[prefix] = decode_jpeg(row[f"{prefix}_image"])
+            if prefix == "src":
+                vec = face_vector(self.embedder, images["src"], row["src_box"], row["src_landmarks"])
+                row["src_embedding"] = vec.tolist()
             yaw, pitch, roll = self.head_pose(
                 images[prefix], row[f"{prefix}_box"], row[f"{prefix}_landmarks"]
             )
