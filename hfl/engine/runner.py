@@ -39,8 +39,9 @@ log = logging.getLogger("hfl")
 # ---------------------------------------------------------------------------- Ray
 
 AUTH_FIX = (
-    "the Ray cluster at {address} is reachable but refused this driver: it uses token authentication and "
-    "this driver's token is missing or wrong. Fix: "
+    "the Ray cluster at {address} is reachable but refused this driver, most likely because it uses token "
+    "authentication and this driver's token is missing or wrong (a Ray version other than the cluster's "
+    "fails the same way). Fix: "
     "export RAY_AUTH_MODE=token and RAY_AUTH_TOKEN=<the cluster's token> (on the head node: "
     "`cat ~/.ray/auth_token`, or the token the cluster was started with), then run hfl build again"
 )
