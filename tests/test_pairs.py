@@ -352,3 +352,21 @@ def test_selection_covers_distinct_targets_not_one_extreme(carphone_frames) -> N
     assert len(kept) == 4
     clusters = {j // 4 for _, j in kept}
     assert {1, 2} <= clusters, kept  # targets in both the jaw-drop and the smile group
+
+
+def test_small_build_puts_a_real_group_in_test() -> None:
+    """round(0.0067 x n) = 0 on a small build: the smallest group with real pairs goes to test, not a lone
+    synthetic edit whose identity could not be linked (the demo's distorted clip)."""
+    from collections import Counter
+
+    from hfl.stages.split import assign_groups, at_least_one_test_group
+
+    strata = {
+        "g-a": Counter({"real|happy|yaw+0pitch+0": 30}),
+        "g-b": Counter({"real|sad|yaw+0pitch+0": 9, "synthetic|happy|yaw+0pitch+0": 3}),
+        "g-c": Counter({"synthetic|happy|yaw+1pitch+0": 1}),
+    }
+    assert assign_groups(strata, round(0.0067 * 43), seed=0) == set()
+    assert at_least_one_test_group(strata, set(), seed=0) == {"g-b"}
+    assert at_least_one_test_group({"g-a": strata["g-a"]}, set(), seed=0) == set()  # one person: no test
+    assert at_least_one_test_group(strata, {"g-a"}, seed=0) == {"g-a"}  # the formula's choice stands

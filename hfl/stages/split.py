@@ -102,13 +102,16 @@ def assign_groups(group_strata: dict[str, Counter[str]], n_test: int, seed: int)
 
 def at_least_one_test_group(group_strata: dict[str, Counter[str]], test: set[str], seed: int) -> set[str]:
     """With >= 2 groups and an empty test split (a small build, where round(test_fraction * n) is smaller
-    than any group), move the smallest group to test (ties in seeded order): every build with more than
-    one person gets a test split, and no group is ever split."""
+    than any group), move the smallest group with real pairs to test (ties in seeded order): every build
+    with more than one person gets a test split, and no group is ever split."""
     if test or len(group_strata) < 2:
         return test
     order = sorted(group_strata)
     random.Random(seed).shuffle(order)
-    return {min(order, key=lambda g: sum(group_strata[g].values()))}
+    # a group with real pairs: their faces passed identity verification, so the person is known; a group
+    # of synthetic edits alone (e.g. of a clip too degraded for its embedding to link) may be anyone
+    real = [g for g in order if any(k.startswith("real|") for k in group_strata[g])]
+    return {min(real or order, key=lambda g: sum(group_strata[g].values()))}
 
 
 class SplitStage(Stage):
