@@ -117,6 +117,8 @@ class CaptionConfig:
 @dataclass
 class SynthConfig:
     input: str = ""  # empty: kept frames of `quality`; else a folder of face images (searched recursively)
+    sources: str = "all"  # all (every video's kept frames) | paired (only videos with a kept real pair, whose
+    # person is identity-verified, so `split` can group the edits with that person)
     folder_chunk: int = 16  # images per work unit when `input` is a folder
     edits_per_video: int = 6  # source frames per video (or image), chosen spread over landmark shapes
     edits_per_frame: int = 1  # edits drawn per chosen source frame (each its own single-turn edit)
@@ -357,6 +359,10 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
                 errors.append(f"synth.input: {sy.input} is not a folder")
         elif "quality" not in cfg.stages:
             errors.append("synth.input: required when the pipeline has no `quality` stage")
+        if sy.sources not in ("all", "paired"):
+            errors.append("synth.sources: one of all, paired")
+        elif sy.sources == "paired" and not sy.input and "caption" not in cfg.stages:
+            errors.append("synth.sources: paired needs `caption` in stages")
         if min(sy.folder_chunk, sy.edits_per_video, sy.edits_per_frame) < 1:
             errors.append("synth.folder_chunk, synth.edits_per_video, synth.edits_per_frame: must be >= 1")
         for k in ("expression_fraction", "yaw_fraction"):

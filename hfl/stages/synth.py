@@ -63,7 +63,9 @@ class SynthStage(Stage):
 
     @property
     def inputs(self) -> tuple[str, ...]:  # type: ignore[override]
-        return () if self.cfg.synth.input else ("quality",)
+        if self.cfg.synth.input:
+            return ()
+        return ("quality", "caption") if self.cfg.synth.sources == "paired" else ("quality",)
 
     def resources(self) -> Resources:
         g = self.cfg.backends.generator
@@ -91,6 +93,16 @@ class SynthStage(Stage):
         s = self.cfg.synth
         if not s.input:
             parts = sorted(ctx.stage_dir("quality").glob("part-*.parquet"))
+            if s.sources == "paired":  # only videos whose person is identity-verified by a kept real pair
+                from hfl.storage import read_table
+
+                paired = {
+                    r["video_id"]
+                    for p in sorted(ctx.stage_dir("caption").glob("part-*.parquet"))
+                    for r in read_table(p, columns=["video_id", "reject_reason"]).to_pylist()
+                    if r["reject_reason"] is None
+                }
+                parts = [p for p in parts if p.stem.removeprefix("part-") in paired]  # part = one video
             return [WorkUnit(p.stem.removeprefix("part-"), {"path": str(p)}) for p in parts]
         from hfl.config import IMAGE_EXTENSIONS
         from hfl.inputs import video_id_for
