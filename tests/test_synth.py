@@ -254,3 +254,32 @@ def test_config_checks() -> None:
         "generator.path",
     ):
         assert key in msg, msg
+
+
+def test_paired_sources_edit_only_identity_verified_videos(tmp_path) -> None:
+    """`synth.sources: paired`: a video whose kept frames gave no kept real pair (e.g. a degraded clip whose
+    identity cannot be linked) is not edited; `all` edits every video with kept frames."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hfl.engine.stage import StageContext
+    from hfl.stages.synth import SynthStage
+
+    for stage, rows in (
+        ("quality", {"a": [None], "b": [None]}),
+        ("caption", {"a": [None, "uncertain_expression"], "b": ["uncertain_expression"]}),
+    ):
+        d = tmp_path / "stages" / stage
+        d.mkdir(parents=True)
+        for vid, reasons in rows.items():
+            pq.write_table(
+                pa.table({"video_id": [vid] * len(reasons), "reject_reason": pa.array(reasons, pa.string())}),
+                d / f"part-{vid}.parquet",
+            )
+    cfg = PipelineConfig()
+    cfg.stages = ["mine", "quality", "pair", "identity", "caption", "synth", "validate", "split", "shard"]
+    ctx = StageContext(tmp_path)
+    assert [u.id for u in SynthStage(cfg).plan(ctx)] == ["a", "b"]
+    cfg.synth.sources = "paired"
+    assert SynthStage(cfg).inputs == ("quality", "caption")
+    assert [u.id for u in SynthStage(cfg).plan(ctx)] == ["a"]
