@@ -133,6 +133,13 @@ def head_pose(pts: np.ndarray, width: int, height: int) -> tuple[float, float, f
     return yaw, pitch, roll
 
 
+def pose_delta(
+    src: tuple[float, float, float], tgt: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) change from src to tgt in degrees; roll wrapped into [-180, 180)."""
+    return tgt[0] - src[0], tgt[1] - src[1], (tgt[2] - src[2] + 180.0) % 360.0 - 180.0
+
+
 def pose_units(delta_deg: float, unit: float = POSE_UNIT_DEG) -> int:
     """Signed number of `unit`-degree steps nearest to a pose change (paper: 30-degree budget)."""
     return int(np.round(delta_deg / unit))

@@ -1,4 +1,5 @@
-"""Link face boxes across the sampled frames of one video into tracks (greedy IoU matching)."""
+"""Link face boxes across the sampled frames of one video into tracks (greedy IoU matching), and the
+union-find that joins tracks (pair) and videos (split) of one person."""
 
 from __future__ import annotations
 
@@ -51,3 +52,21 @@ class Tracker:
             ids.append(f"{self.prefix}_t{t}")
         self._tracks = live
         return ids
+
+
+class UnionFind:
+    """Disjoint sets over 0..n-1 whose root is always the smallest member (joins are order-independent)."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]  # path halving
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)

@@ -341,13 +341,13 @@ def test_selection_covers_distinct_targets_not_one_extreme(carphone_frames) -> N
     cfg = PipelineConfig()
     cfg.pair.min_change_score, cfg.pair.max_pairs_per_video = 5.0, 4
     stage = PairStage(cfg)
-    stage.semantic, stage.budget = AlwaysDiverse(), 4
+    stage.semantic = AlwaysDiverse()
     pts = np.stack([np.asarray(fr["landmarks"]).reshape(68, 2) for fr in frames])
     score = combine(*pairwise_diffs(pts))
     assert score[0, 8] > score[0, 4] > cfg.pair.min_change_score  # the smile is the extreme change
     rows = {(i, j): {"key": f"{i}-{j}", "reject_reason": None} for i in range(12) for j in range(i + 1, 12)}
     candidates = [ij for ij in rows if score[ij] >= cfg.pair.min_change_score]
-    stage.select(frames, rows, candidates, score)
+    stage.select(frames, rows, candidates, score, budget=4)
     kept = [ij for ij, r in rows.items() if r["reject_reason"] is None and "src_image" in r]
     assert len(kept) == 4
     clusters = {j // 4 for _, j in kept}

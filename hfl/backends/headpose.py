@@ -128,6 +128,15 @@ class PoseChain:
                 return (float(pose[0]), float(pose[1]), float(pose[2])), est.name
         return None
 
+    def require(
+        self, rgb: np.ndarray, box: list[float] | tuple[float, ...], landmarks: Any
+    ) -> tuple[tuple[float, float, float], str]:
+        """Like `pose`, but an error (recorded by the stage as the row's `error`) when none can tell."""
+        got = self.pose(rgb, box, landmarks)
+        if got is None:
+            raise ValueError("no head-pose estimator could tell the pose")
+        return got
+
 
 def head_pose_problems(name: str) -> list[str]:
     """What is missing for estimator ``name``, found without loading anything ([] when all is there)."""

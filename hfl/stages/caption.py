@@ -26,7 +26,7 @@ from typing import Any
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg
 from hfl.instructions import build_instruction, undescribed_motion
-from hfl.landmarks import pose_units
+from hfl.landmarks import pose_delta, pose_units
 from hfl.schema import CAPTION_SCHEMA
 from hfl.stages.rows import judged_safely, kept_batches, reject
 
@@ -75,15 +75,6 @@ class CaptionStage(Stage):
         self.second = load_second_opinion(self.cfg.backends.expression)
         self.poses = PoseChain([c.pose_estimator, c.pose_fallback])
 
-    def head_pose(
-        self, image: Any, box: list[float], landmarks: list[float]
-    ) -> tuple[tuple[float, ...], str]:
-        """(yaw, pitch, roll) from the first estimator that can tell, and its name."""
-        got = self.poses.pose(image, box, landmarks)
-        if got is None:
-            raise ValueError("no head-pose estimator could tell the pose")
-        return got
-
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
             yield [judged_safely(self.judge, r) for r in rows]
@@ -105,15 +96,15 @@ class CaptionStage(Stage):
             if self.second is not None:
                 row[f"{prefix}_expression_2"] = self.second.expression(image, row[f"{prefix}_box"])[0]
                 row["expression_backend_2"] = self.second.name
-            (yaw, pitch, roll), backend = self.head_pose(
+            (yaw, pitch, roll), backend = self.poses.require(
                 image, row[f"{prefix}_box"], row[f"{prefix}_landmarks"]
             )
             backends.append(backend)
             row.update({f"{prefix}_yaw": yaw, f"{prefix}_pitch": pitch, f"{prefix}_roll": roll})
         row["pose_backend"] = "+".join(dict.fromkeys(backends))
-        row["yaw_delta"] = row["tgt_yaw"] - row["src_yaw"]
-        row["pitch_delta"] = row["tgt_pitch"] - row["src_pitch"]
-        row["roll_delta"] = (row["tgt_roll"] - row["src_roll"] + 180.0) % 360.0 - 180.0
+        row["yaw_delta"], row["pitch_delta"], row["roll_delta"] = pose_delta(
+            *((row[f"{p}_yaw"], row[f"{p}_pitch"], row[f"{p}_roll"]) for p in ("src", "tgt"))
+        )
         row["yaw_units"] = pose_units(row["yaw_delta"], c.pose_unit_deg)
         row["pitch_units"] = pose_units(row["pitch_delta"], c.pose_unit_deg)
         src, tgt = caps["src"], caps["tgt"]

@@ -38,6 +38,7 @@ from hfl.imageops import decode_jpeg
 from hfl.landmarks import as_points, combine, pairwise_diffs
 from hfl.schema import PAIR_SCHEMA
 from hfl.stages.rows import kept_batches, reject
+from hfl.tracking import UnionFind
 
 FRAME_FIELDS = (
     "key",
@@ -89,7 +90,6 @@ class PairStage(Stage):
 
         self.semantic = load_semantic(self.cfg.backends.expression)
         self.embedder: Any = None  # loaded on the first video with more than one track
-        self.budget = self.cfg.pair.max_pairs_per_video  # pairs per person track of the current video
         self.poses: Any = None
         if self.cfg.pair.prefilter_motion:
             from hfl.backends.headpose import PoseChain
@@ -125,12 +125,12 @@ class PairStage(Stage):
             people.setdefault(linked.get(t, t), []).append(t)
         stamps = [f["timestamp"] for fs in tracks.values() for f in fs if f.get("timestamp") is not None]
         minutes = (max(stamps) - min(stamps)) / 60.0 if stamps else 0.0
-        self.budget = max(self.cfg.pair.max_pairs_per_video, int(self.cfg.pair.pairs_per_minute * minutes))
+        budget = max(self.cfg.pair.max_pairs_per_video, int(self.cfg.pair.pairs_per_minute * minutes))
         for person in sorted(people):
             frames = sorted((f for t in people[person] for f in tracks[t]), key=lambda r: r["frame_index"])
             frames = [frames[i] for i in spread(len(frames), self.cfg.pair.max_frames_per_track)]
             if len(frames) >= 2:
-                rows = self.pair_track(frames)
+                rows = self.pair_track(frames, budget)
                 for r in rows:
                     r["track_id"], r["linked_tracks"] = person, len(people[person])
                 yield rows
@@ -153,26 +153,20 @@ class PairStage(Stage):
             ]
             means.append(np.mean(vecs, axis=0))
             spans.append({f["frame_index"] for f in frames})
-        parent = list(range(len(ids)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                i = parent[i]
-            return i
-
+        sets = UnionFind(len(ids))
         dist = [(float(np.linalg.norm(means[a] - means[b])), a, b) for a in range(len(ids)) for b in range(a)]
         for d, a, b in sorted(dist):
             if d >= p.link_distance:
                 break
-            ra, rb = find(a), find(b)
-            members = [k for k in range(len(ids)) if find(k) in (ra, rb)]
+            ra, rb = sets.find(a), sets.find(b)
+            members = [k for k in range(len(ids)) if sets.find(k) in (ra, rb)]
             together = [f for k in members for f in spans[k]]
             if ra != rb and len(together) == len(set(together)):  # never two faces of one frame
-                parent[max(ra, rb)] = min(ra, rb)
-        return {t: ids[find(i)] for i, t in enumerate(ids)}
+                sets.union(a, b)
+        return {t: ids[sets.find(i)] for i, t in enumerate(ids)}
 
-    def pair_track(self, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """All candidate rows of one track, decided."""
+    def pair_track(self, frames: list[dict[str, Any]], budget: int | None = None) -> list[dict[str, Any]]:
+        """All candidate rows of one track, decided; `budget` pairs at most (default max_pairs_per_video)."""
         p = self.cfg.pair
         pts = np.stack([as_points(f["landmarks"]) for f in frames])
         inner, overall = pairwise_diffs(pts)
@@ -194,7 +188,7 @@ class PairStage(Stage):
                     reject(row, *problem)
                 else:
                     in_band.append((i, j))
-        self.select(frames, rows, in_band, score)
+        self.select(frames, rows, in_band, score, budget or p.max_pairs_per_video)
         return [rows[k] for k in sorted(rows)]
 
     def frame_poses(self, frames: list[dict[str, Any]]) -> list[tuple[float, float, float] | None]:
@@ -210,13 +204,13 @@ class PairStage(Stage):
     ) -> tuple[str, str] | None:
         """The caption stage's describability rule on the head motion from pose a to pose b."""
         from hfl.instructions import undescribed_motion
+        from hfl.landmarks import pose_delta
 
         if a is None or b is None:
             return None  # caption decides
         c = self.cfg.caption
-        roll = (b[2] - a[2] + 180.0) % 360.0 - 180.0
         return undescribed_motion(
-            b[0] - a[0], b[1] - a[1], roll, c.pose_unit_deg, c.max_turn_residual_deg, c.max_roll_change_deg
+            *pose_delta(a, b), c.pose_unit_deg, c.max_turn_residual_deg, c.max_roll_change_deg
         )
 
     def select(
@@ -225,6 +219,7 @@ class PairStage(Stage):
         rows: dict[tuple[int, int], dict[str, Any]],
         candidates: list[tuple[int, int]],
         score: np.ndarray,
+        budget: int,
     ) -> None:
         """Coverage-first selection with semantic checks (see the module docstring, step 3)."""
         p = self.cfg.pair
@@ -238,7 +233,7 @@ class PairStage(Stage):
         remaining = set(candidates)
         while remaining:
             open_ = [ij for ij in remaining if max(uses[ij[0]], uses[ij[1]]) < p.max_uses_per_frame]
-            if not open_ or kept >= self.budget or checks >= p.max_semantic_checks:
+            if not open_ or kept >= budget or checks >= p.max_semantic_checks:
                 break
             i, j = min(open_, key=lambda ij: (tgt_cover[ij[1]], src_cover[ij[0]], -score[ij], ij))
             remaining.discard((i, j))
@@ -269,7 +264,7 @@ class PairStage(Stage):
             src_cover += near[i]
             kept += 1
         for i, j in remaining:
-            if kept >= self.budget:
+            if kept >= budget:
                 why = f"the video already has {kept} pairs (its budget)"
             elif checks >= p.max_semantic_checks:
                 why = f"semantic-check budget ({p.max_semantic_checks}) spent"

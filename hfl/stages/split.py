@@ -29,6 +29,7 @@ from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.schema import SPLIT_SCHEMA
 from hfl.stages.rows import kept_batches
 from hfl.storage import Location, parquet_file, read_table
+from hfl.tracking import UnionFind
 
 PLAN_COLUMNS = [
     "key",
@@ -52,23 +53,14 @@ def link_videos(video_ids: list[str], embeddings: np.ndarray, max_distance: floa
 
     Distances are computed in blocks of 1024 videos, so memory stays O(1024 * V).
     """
-    parent = list(range(len(video_ids)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets = UnionFind(len(video_ids))
     sq = (embeddings**2).sum(1)
     for start in range(0, len(video_ids), 1024):
         block = embeddings[start : start + 1024]
         d2 = sq[start : start + 1024, None] + sq[None, :] - 2 * block @ embeddings.T
         for a, b in zip(*np.nonzero(d2 < max_distance**2), strict=True):
-            i, j = find(start + int(a)), find(int(b))
-            if i != j:
-                parent[max(i, j)] = min(i, j)
-    return {v: f"g-{video_ids[find(i)]}" for i, v in enumerate(video_ids)}
+            sets.union(start + int(a), int(b))
+    return {v: f"g-{video_ids[sets.find(i)]}" for i, v in enumerate(video_ids)}
 
 
 def assign_groups(group_strata: dict[str, Counter[str]], n_test: int, seed: int) -> set[str]:

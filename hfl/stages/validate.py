@@ -127,13 +127,6 @@ class ValidateStage(Stage):
         pose = self.cfg.validate.pose_estimator
         return f"{pose}+{'qwen2.5-vl' if self.cfg.validate.expression_validator == 'vlm' else 'fer'}"
 
-    def head_pose(self, image: np.ndarray, box: list[float], landmarks: list[float]) -> tuple[float, ...]:
-        """(yaw, pitch, roll) from the first estimator that can tell."""
-        got = self.poses.pose(image, box, landmarks)
-        if got is None:
-            raise ValueError("no head-pose estimator could tell the pose")
-        return got[0]
-
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
             yield [judged_safely(self.judge, r) for r in rows]
@@ -147,9 +140,9 @@ class ValidateStage(Stage):
             if prefix == "src":
                 vec = face_vector(self.embedder, images["src"], row["src_box"], row["src_landmarks"])
                 row["src_embedding"] = vec.tolist()
-            yaw, pitch, roll = self.head_pose(
+            yaw, pitch, roll = self.poses.require(
                 images[prefix], row[f"{prefix}_box"], row[f"{prefix}_landmarks"]
-            )
+            )[0]
             row.update({f"{prefix}_yaw": yaw, f"{prefix}_pitch": pitch, f"{prefix}_roll": roll})
             cap = self.fer.caption(images[prefix], row[f"{prefix}_box"])
             row[f"{prefix}_expression"], row[f"{prefix}_intensity"] = cap.expression, cap.intensity
