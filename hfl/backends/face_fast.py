@@ -201,6 +201,19 @@ BLAZE_SSD = {  # variant -> (input side, strides, two anchors per cell)
 }
 
 
+def mapped_faces(
+    raw: tuple[np.ndarray, np.ndarray, np.ndarray], box_map: BoxMap, w: int, h: int
+) -> list[FaceBox]:
+    """A fast detector's (boxes, scores, keypoints) as KeypointBoxes in HOG's convention, largest first."""
+    boxes, scores, kps = raw
+    out = [
+        _with_keypoints(box_map.apply(*b, sc, w, h), k) for b, sc, k in zip(boxes, scores, kps, strict=True)
+    ]
+    out = [b for b in out if b.area > 0]
+    out.sort(key=lambda b: (b.area, b.score), reverse=True)
+    return out
+
+
 class BlazeFaceDetector(DropsModelWhenPickled):
     """BlazeFace short- or full-range; boxes mapped to dlib HOG's convention, largest first."""
 
@@ -285,15 +298,7 @@ class BlazeFaceDetector(DropsModelWhenPickled):
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """All faces, mapped to dlib HOG's box convention, largest first; each a KeypointBox with the
         model's eye centres and nose tip."""
-        h, w = image.shape[:2]
-        boxes, scores, kps = self.detect_raw(image)
-        out = [
-            _with_keypoints(self.box_map.apply(*b, sc, w, h), k)
-            for b, sc, k in zip(boxes, scores, kps, strict=True)
-        ]
-        out = [b for b in out if b.area > 0]
-        out.sort(key=lambda b: (b.area, b.score), reverse=True)
-        return out
+        return mapped_faces(self.detect_raw(image), self.box_map, image.shape[1], image.shape[0])
 
 
 class BlazeAutoDetector:
@@ -390,15 +395,7 @@ class YuNetDetector(DropsModelWhenPickled):
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """All faces, mapped to dlib HOG's box convention, largest first; each a KeypointBox with the
         model's eye centres and nose tip."""
-        h, w = image.shape[:2]
-        boxes, scores, kps = self.detect_raw(image)
-        out = [
-            _with_keypoints(self.box_map.apply(*b, sc, w, h), k)
-            for b, sc, k in zip(boxes, scores, kps, strict=True)
-        ]
-        out = [b for b in out if b.area > 0]
-        out.sort(key=lambda b: (b.area, b.score), reverse=True)
-        return out
+        return mapped_faces(self.detect_raw(image), self.box_map, image.shape[1], image.shape[0])
 
 
 # ----------------------------------------------------------------------------- fallback
