@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 POLL_S = 0.5
 GRACE_S = 3.0
@@ -56,22 +57,35 @@ def watch(driver_pid: int) -> int:
         except psutil.NoSuchProcess:
             break
         time.sleep(POLL_S)
-    alive = []
+    procs = []
     for pid, created in known.items():
         try:
             p = psutil.Process(pid)
-            if p.create_time() == created:
-                p.terminate()
-                alive.append(p)
+            if p.create_time() == created:  # the same process, not a reused id
+                procs.append(p)
         except psutil.NoSuchProcess:
             continue
-    _, still = psutil.wait_procs(alive, timeout=GRACE_S)
+    return end_processes(procs, GRACE_S)
+
+
+def end_processes(procs: list[Any], grace_s: float) -> int:
+    """SIGTERM each psutil process, SIGKILL those alive after grace_s; returns how many were signalled."""
+    import psutil
+
+    signalled = []
+    for p in procs:
+        try:
+            p.terminate()
+            signalled.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    _, still = psutil.wait_procs(signalled, timeout=grace_s)
     for p in still:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    return len(alive)
+    return len(signalled)
 
 
 if __name__ == "__main__":
