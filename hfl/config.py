@@ -178,10 +178,7 @@ class PipelineConfig:
     shard: ShardConfig = field(default_factory=ShardConfig)  # WebDataset shards
 
 
-# ---------------------------------------------------------------- dict -> dataclass with type checks
-
-
-_build = build  # the old private name, used by hfl.engine.runner
+# -------------------------------------------------------- overrides (dict -> dataclass: hfl.typedconf)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

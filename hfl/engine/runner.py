@@ -240,12 +240,13 @@ class UnitWorker:
     ) -> None:
         import cv2
 
-        from hfl.config import PipelineConfig, _build
+        from hfl.config import PipelineConfig
         from hfl.stages import STAGES
+        from hfl.typedconf import build
 
         cv2.setNumThreads(1)
         errors: list[str] = []
-        cfg = _build(PipelineConfig, cfg_dict, "", errors)
+        cfg = build(PipelineConfig, cfg_dict, "", errors)
         self.stages: list[Stage] = [STAGES[name](cfg) for name in stage_names]
         for st in self.stages:
             st.setup()
