@@ -181,6 +181,11 @@ def test_every_written_reason_is_declared_and_every_declared_reason_written() ->
     for name, reasons in declared.items():
         for reason, text in reasons.items():
             assert text and "\n" not in text and len(text) <= 110, (name, reason)
+        # a measure (per-video yield table) belongs to a reason of the stage; its bar is a key of its section
+        section = STAGES[name].config_class
+        keys = {f.name for f in dataclasses.fields(section)} if section is not None else set()
+        for reason, (_, bar) in STAGES[name].measures.items():
+            assert reason in reasons and (bar is None or bar in keys), (name, reason, bar)
 
 
 # ----------------------------------------------------------------------------- one file + one line

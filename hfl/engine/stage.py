@@ -69,6 +69,9 @@ class Stage:
     config_class: ClassVar[type | None] = None  # dataclass of section `cfg.<name>` (None: no section)
     path_keys: ClassVar[tuple[str, ...]] = ()  # section keys holding a path, relative to the config file
     reasons: ClassVar[dict[str, str]] = {}  # reject reasons this stage writes -> one line of human text
+    # reason -> (column holding the value that decided it, key of its bar in this stage's section or None):
+    # the per-video yield table (hfl.yields) shows the median of that column next to the bar
+    measures: ClassVar[dict[str, tuple[str, str | None]]] = {}
 
     @classmethod
     def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:

@@ -102,6 +102,10 @@ class PairStage(Stage):
         "low_semantic_diversity": "the semantic backend sees too little expression/pose difference",
         "semantic_failed": "the semantic backend gave no usable answer",
     }
+    measures = {
+        "too_similar": ("change_score", "min_change_score"),
+        "low_semantic_diversity": ("semantic_diversity", "min_semantic_diversity"),
+    }
 
     @classmethod
     def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:

@@ -61,6 +61,12 @@ class QualityStage(Stage):
         "blurry": "the face crop is too blurry (LoG variance log_blur below minimum)",
         "low_quality": "perceptual quality score below the configured minimum",
     }
+    measures = {
+        "off_center": ("centroid", None),  # centroid_x, centroid_y
+        "face_too_small": ("face_area", "min_face_area"),
+        "blurry": ("log_blur", "min_log_blur"),
+        "low_quality": ("quality", "min_quality"),
+    }
 
     @classmethod
     def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
