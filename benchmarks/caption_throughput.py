@@ -20,9 +20,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import cv2  # noqa: E402
 from pair_cost import frame_rows  # noqa: E402
 
-from hfl.config import PipelineConfig  # noqa: E402
 from hfl.imageops import decode_jpeg  # noqa: E402
 from hfl.landmarks import head_pose  # noqa: E402
+from hfl.pipeline import PipelineConfig  # noqa: E402
 from hfl.stages.caption import CaptionStage  # noqa: E402
 
 

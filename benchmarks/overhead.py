@@ -49,8 +49,8 @@ def child_build(config: Path, out: Path, workers: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     import ray
 
-    from hfl.config import load_config, validate
     from hfl.engine.runner import init_ray, run_build
+    from hfl.pipeline import load_config, validate
 
     res: dict[str, Any] = {"import_s": time.perf_counter() - t0}
     cfg = load_config(config, [f"ray.workers={workers}"])
@@ -76,9 +76,9 @@ def child_baseline(config: Path) -> dict[str, Any]:
     import numpy as np
 
     from hfl.backends.face import load_detector, load_landmarker
-    from hfl.config import load_config
     from hfl.imageops import encode_jpeg
     from hfl.inputs import list_inputs
+    from hfl.pipeline import load_config
     from hfl.stages.quality import QualityStage
     from hfl.tracking import Tracker
     from hfl.video import open_frames

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from hfl.backends.face_dlib import DlibDetector, DlibLandmarker
-from hfl.config import PipelineConfig
 from hfl.landmarks import as_points, pairwise_diffs
+from hfl.pipeline import PipelineConfig
 from hfl.stages.pair import PairStage
 
 

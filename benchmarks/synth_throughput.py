@@ -29,10 +29,10 @@ def main() -> None:
     import decord
 
     from hfl.backends.face import FaceBackendConfig, load_detector, load_landmarker
-    from hfl.config import PipelineConfig
     from hfl.editing import GeometricEditor, sample_edit, seeded_rng
     from hfl.imageops import encode_jpeg
     from hfl.inputs import resolve_pkg
+    from hfl.pipeline import PipelineConfig
     from hfl.stages.validate import ValidateStage
 
     cfg = FaceBackendConfig()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from hfl.config import load_config, validate
 from hfl.engine.runner import run_build
+from hfl.pipeline import load_config, validate
 from hfl.yields import HEADERS, video_yield, yield_table_rows
 
 DEMO = Path(__file__).resolve().parents[1] / "pipelines" / "demo.yaml"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -15,8 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from hfl import __version__  # noqa: E402
 from hfl.backends.expression import EXPRESSIONS  # noqa: E402
-from hfl.config import PipelineConfig, config_hash, to_dict  # noqa: E402
+from hfl.config import config_hash, to_dict  # noqa: E402
 from hfl.storage import Location, parquet_file, read_table, staged, write_bytes_atomic  # noqa: E402
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
 
 CARD_COLUMNS = [
     "key", "video_id", "split", "group_id", "edit_expression", "edit_intensity", "tgt_expression",
@@ -123,7 +126,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def write_card(out_dir: Location, cfg: PipelineConfig) -> Location:
-    """Write DIR/README.md and DIR/card/*.png from the split stage's parts."""
+    """Write DIR/README.md and DIR/card/*.png from the split stage's parts.
+
+    The thresholds table and the stage-specific backend rows come from each registered stage's
+    `card_rows` (its own module), in registry order; the backend roles shared by several stages are here."""
+    from hfl.stages import STAGES
+
     card = out_dir / "card"
     card.mkdir(parents=True, exist_ok=True)
     rows = _rows(out_dir)
@@ -150,40 +158,12 @@ def write_card(out_dir: Location, cfg: PipelineConfig) -> Location:
         ["semantic difference (pair)", be.expression.semantic],
         ["expression captioner", be.expression.captioner],
         ["CLIP identity", be.clip.path or "not configured"],
-        ["identity decider", cfg.identity.decider],
     ]
-    if "synth" in cfg.stages:
-        backends += [
-            ["edit generator (synth)", be.generator.name],
-            ["pose validator (validate)", "PnP of 68 landmarks on insightface's 3-D mean face, Eq. 1"],
-            ["expression validator (validate)", cfg.validate.expression_validator],
-        ]
-    thresholds = [
-        [
-            "quality",
-            "one face, centroid in central box",
-            f"{cfg.quality.center_fraction:g} of the "
-            + ("area" if cfg.quality.center_rule == "area" else "W and H"),
-        ],
-        ["quality", "landmark hull area", f">= {cfg.quality.min_face_area:g}"],
-        ["quality", "LoG sharpness", f">= {cfg.quality.min_log_blur:g}"],
-        ["quality", f"{be.quality.scorer} quality", f">= {cfg.quality.min_quality:g}"],
-        [
-            "pair",
-            "change score (Eq. 8, per mille IOD)",
-            f"{cfg.pair.min_change_score:g} .. {cfg.pair.max_change_score:g}",
-        ],
-        ["pair", "semantic diversity", f">= {cfg.pair.min_semantic_diversity:g}"],
-        ["identity", "face-embedding distance", f"<= {cfg.identity.max_face_distance:g}"],
-        ["identity", "CLIP cosine similarity", f">= {cfg.identity.min_clip_identity:g}"],
-        ["caption", "head-turn unit", f"{cfg.caption.pose_unit_deg:g}°"],
-    ]
-    if "validate" in cfg.stages:
-        thresholds += [
-            ["validate", "pose error d_theta (Eq. 1)", f"<= {cfg.validate.max_pose_error_deg:g}°"],
-            ["validate", f"expression ({cfg.validate.expression_validator})", "instructed class"
-             if cfg.validate.expression_validator == "fer" else f">= {cfg.validate.min_vlm_score:g}"],
-        ]  # fmt: skip
+    thresholds: list[list[Any]] = []
+    for name in STAGES:  # each stage's own rows (Stage.card_rows), in pipeline order
+        rows_of = STAGES[name].card_rows(cfg)
+        backends += rows_of.get("backends", [])
+        thresholds += rows_of.get("thresholds", [])
     counts = [[s, splits.get(s, 0), videos[s], groups[s]] for s in ("train", "test")]
     subset_counts = [
         [sub, *(sum(1 for r in rows if r["subset"] == sub and r["split"] == s) for s in ("train", "test"))]

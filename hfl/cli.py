@@ -51,7 +51,8 @@ def build(
     Examples:  hfl build -c pipelines/demo.yaml -o demo-out
                hfl build -c pipelines/demo.yaml -o demo-out --stage quality --set quality.min_log_blur=40
     """
-    from hfl.config import ConfigError, load_config, validate
+    from hfl.config import ConfigError
+    from hfl.pipeline import load_config, validate
 
     try:
         cfg = load_config(config, set_ or [])
@@ -84,8 +85,8 @@ def stages(
 
     pool: the Ray Data operator the stage runs in for this config. Stages in one pool share actors (same
     resource shape); pools of one streaming run (`run N`) run at the same time, each fed by the one before."""
-    from hfl.config import PipelineConfig, load_config
     from hfl.engine.runner import execution_plan, stage_resources
+    from hfl.pipeline import PipelineConfig, load_config
     from hfl.stages import STAGES
 
     cfg = load_config(config) if config else PipelineConfig()

@@ -22,6 +22,13 @@ def angle_phrase(yaw_units: int, pitch_units: int, unit_deg: float = 30.0) -> st
     return " and ".join(parts) or None
 
 
+# the reasons undescribed_motion gives, with their human text (caption and pair's prefilter write them)
+MOTION_REASONS = {
+    "ambiguous_turn": "the head turns by neither about 0 nor about a whole 30-degree unit (e.g. 10-20 deg)",
+    "undescribed_tilt": "the head tilts in the image plane (roll) more than the template can leave unsaid",
+}
+
+
 def undescribed_motion(
     yaw_delta: float,
     pitch_delta: float,

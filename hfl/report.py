@@ -54,47 +54,6 @@ IBUG_CONTOURS = [
 SKIP_NUMERIC = {"frame_index", "width", "height", "timestamp", "index", "row", "shard"}
 SKIP_SUFFIXES = ("_index", "_idx", "_id", "_width", "_height", "_frame", "_timestamp", "_units")
 
-# One line per known reject reason; unknown reasons get a generic line.
-REASON_TEXT = {
-    "decode_error": "the input or frame could not be decoded (reject_detail holds the error)",
-    "read_error": "the input could not be read (reject_detail holds the error)",
-    "decode_error_midstream": "decoding failed part-way through the video (frames before it are kept)",
-    "missing_file": "the input path does not exist",
-    "empty_file": "the input file has zero bytes",
-    "unsupported_extension": "the input's file extension is not an accepted video or image type",
-    "no_frames": "the video yielded no frames",
-    "no_video_stream": "the container holds no video stream (e.g. audio only)",
-    "worker_crash": "the worker process died on this input (native crash or killed); recorded, not retried",
-    "no_face": "the face detector found no face in the frame",
-    "multiple_faces": "more than one face was found where exactly one is required",
-    "low_det_score": "the detector confidence of the face is below the configured minimum",
-    "no_landmarks": "landmarks could not be fitted to the detected face",
-    "small_face": "the face covers too small a part of the frame (face_area below minimum)",
-    "face_too_small": "the face covers too small a part of the frame (face_area below minimum)",
-    "off_center": "the landmark centroid is too far from the frame centre",
-    "blurry": "the face crop is too blurry (LoG variance log_blur below minimum)",
-    "low_blur": "the face crop is too blurry (LoG variance log_blur below minimum)",
-    "low_quality": "perceptual quality score below the configured minimum",
-    "duplicate": "near-duplicate of an earlier kept frame",
-    "error": "an unexpected error while processing the row (reject_detail holds it)",
-    "too_similar": "change score (Eq. 8) below the minimum: the two frames are near copies",
-    "implausible_change": "change score above the maximum: usually another person or a landmark failure",
-    "not_selected": "in the change-score band but not chosen (per-video pair budget, frame reuse limit)",
-    "low_semantic_diversity": "the semantic backend sees too little expression/pose difference",
-    "semantic_failed": "the semantic backend gave no usable answer",
-    "different_identity": "the two faces are not the same person (face-embedding distance / CLIP)",
-    "caption_failed": "the captioner gave no usable answer",
-    "uncertain_expression": "the two expression models name different expressions for a face of the pair",
-    "ambiguous_turn": "the head turns by neither about 0 nor about a whole 30-degree unit (e.g. 10-20 deg)",
-    "undescribed_tilt": "the head tilts in the image plane (roll) more than the template can leave unsaid",
-    "no_describable_edit": "same expression caption and head turn under one 30-degree unit: no instruction",
-    "generator_failed": "the edit generator raised an error (reject_detail holds it)",
-    "edit_no_face": "the face detector found no face in the generated edit",
-    "pose_mismatch": "measured head-pose change differs from the instructed one by more than the Eq. 1 limit",
-    "expression_mismatch": "the expression validator does not see the instructed expression in the edit",
-    "validator_failed": "the expression validator (VLM) gave no usable answer",
-}
-
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
 max-width:1200px;padding:0 16px;color:#222;line-height:1.4}
@@ -728,8 +687,12 @@ def _slug(s: str) -> str:
 
 
 def _reason_text(reason: str, stage: str) -> str:
-    if reason in REASON_TEXT:
-        return REASON_TEXT[reason]
+    """The stage's human text for a reject reason (its module's `Stage.reasons`), or a generic line."""
+    from hfl.stages import reason_text
+
+    text = reason_text(reason, stage)
+    if text is not None:
+        return text
     return f"rejected by stage {stage} (see the deciding score / detail under each thumbnail)"
 
 

@@ -20,21 +20,27 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
 
 from hfl.storage import Location, location, parquet_file, read_table
 
-# the measured column behind each frame-level reason, and the config key of its bar
-MEASURE = {
-    "off_center": ("centroid", None),
-    "face_too_small": ("face_area", ("quality", "min_face_area")),
-    "blurry": ("log_blur", ("quality", "min_log_blur")),
-    "low_quality": ("quality", ("quality", "min_quality")),
-    "too_similar": ("change_score", ("pair", "min_change_score")),
-    "low_semantic_diversity": ("semantic_diversity", ("pair", "min_semantic_diversity")),
-}
+
+@cache
+def measures() -> dict[str, tuple[str, tuple[str, str] | None]]:
+    """The measured column behind each reject reason that has one, and (section, key) of its bar in the
+    config; declared by the stages that write the reason (`Stage.measures`)."""
+    from hfl.stages import STAGES
+
+    out: dict[str, tuple[str, tuple[str, str] | None]] = {}
+    for name in STAGES:
+        for reason, (col, key) in STAGES[name].measures.items():
+            out[reason] = (col, (name, key) if key else None)
+    return out
+
+
 PAIR_STAGES = ("pair", "identity", "caption")
 IGNORED = {"not_selected"}  # a budget, not a filter
 
@@ -53,7 +59,7 @@ def _tally(stage_dir: Location, extra: list[str] = ()) -> tuple[dict[str, _Tally
     """Per-video tallies of a stage, one part at a time, and the rows of the `extra` columns (small)."""
     tallies: dict[str, _Tally] = {}
     extras: list[dict[str, Any]] = []
-    wanted = ["video_id", "reject_reason", *extra, *{c for c, _ in MEASURE.values() if c != "centroid"},
+    wanted = ["video_id", "reject_reason", *extra, *{c for c, _ in measures().values() if c != "centroid"},
               "centroid_x", "centroid_y"]  # fmt: skip
     for p in sorted(stage_dir.glob("part-*.parquet")):
         have = set(parquet_file(p).schema_arrow.names)
@@ -65,7 +71,7 @@ def _tally(stage_dir: Location, extra: list[str] = ()) -> tuple[dict[str, _Tally
                 t.kept += 1
             else:
                 t.reasons[reason] += 1
-                col = MEASURE.get(reason, (None, None))[0]
+                col = measures().get(reason, (None, None))[0]
                 if col == "centroid":
                     t.measures.setdefault(reason, []).append((r.get("centroid_x"), r.get("centroid_y")))
                 elif col is not None and r.get(col) is not None:
@@ -140,7 +146,7 @@ def _stopped_by(tallies: list[tuple[str, _Tally]], v: dict[str, Any], config: di
 
 def _measure(reason: str, values: list[Any], config: dict[str, Any]) -> str:
     """' (median <measure> vs <bar>)' over the rows rejected for `reason`, where a measure is known."""
-    col, bar = MEASURE.get(reason, (None, None))
+    col, bar = measures().get(reason, (None, None))
     if col == "centroid":
         cx = np.median([x for x, _ in values if x is not None] or [np.nan])
         cy = np.median([y for _, y in values if y is not None] or [np.nan])

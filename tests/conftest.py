@@ -102,8 +102,8 @@ def ray_session():
     """One embedded Ray for the test session (builds reuse it)."""
     import ray
 
-    from hfl.config import PipelineConfig
     from hfl.engine.runner import init_ray
+    from hfl.pipeline import PipelineConfig
 
     cfg = PipelineConfig()
     cfg.ray.num_cpus = 2

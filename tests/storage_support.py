@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfl.config import load_config, validate
 from hfl.engine.runner import run_build
+from hfl.pipeline import load_config, validate
 from hfl.storage import location, read_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from hfl.config import load_config, validate
 from hfl.engine.runner import run_build
+from hfl.pipeline import load_config, validate
 
 
 def make_config(tmp: Path, input_path: str, **sections) -> Path:

@@ -44,10 +44,14 @@ def test_quiet_native_stderr_on_the_real_fd() -> None:
 
 
 def test_mine_and_quality_workers_do_not_import_torch() -> None:
+    # what UnitWorker.__init__ does before setup(): the pipeline config is composed from every registered
+    # stage's module (hfl.pipeline), so no stage module may import torch at module level
     code = (
         "import sys\nfrom hfl.stages import STAGES\n"
         "assert 'shard' in STAGES and 'webdataset' not in sys.modules\n"
-        "STAGES['mine'], STAGES['quality']\n"
+        "from hfl.engine.runner import UnitWorker\nfrom hfl.pipeline import PipelineConfig\n"
+        "assert 'hfl.stages.shard' in sys.modules\n"
+        "cfg = PipelineConfig()\nSTAGES['mine'](cfg), STAGES['quality'](cfg)\n"
         "print(sorted(m for m in ('torch', 'webdataset', 'transformers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from hfl.config import load_config, validate
 from hfl.engine.runner import run_build
 from hfl.instructions import matches_template
+from hfl.pipeline import load_config, validate
 from tests.conftest import write_video
 
 CHAIN = ["mine", "quality", "pair", "identity", "caption", "split", "shard"]

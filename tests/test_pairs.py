@@ -15,10 +15,10 @@ import pytest
 
 from hfl.backends.expression import EXPRESSIONS, FerExpression, js_distance
 from hfl.backends.face_dlib import DlibDetector, DlibLandmarker
-from hfl.config import PipelineConfig
 from hfl.engine.stage import StageContext
 from hfl.instructions import build_instruction, matches_template
 from hfl.landmarks import change_score, combine, head_pose, mean_face_3d, pairwise_diffs
+from hfl.pipeline import PipelineConfig
 from hfl.stages.identity import IdentityStage
 from hfl.stages.split import SplitStage, link_videos
 
@@ -291,7 +291,8 @@ def test_vlm_backends_plug_into_pair_and_caption(tmp_path, carphone_frames) -> N
 
 
 def test_pair_chain_config_errors_name_every_key() -> None:
-    from hfl.config import ConfigError, validate
+    from hfl.config import ConfigError
+    from hfl.pipeline import validate
 
     cfg = PipelineConfig()
     cfg.stages = ["pair", "identity", "caption", "split", "shard"]

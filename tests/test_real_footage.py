@@ -23,9 +23,9 @@ import yaml
 
 from hfl.backends.expression import FacexExpression
 from hfl.backends.face import FaceBackendConfig, load_detector, load_landmarker
-from hfl.config import PipelineConfig, load_config, validate
 from hfl.engine.runner import run_build
 from hfl.imageops import encode_jpeg
+from hfl.pipeline import PipelineConfig, load_config, validate
 from hfl.yields import video_yield
 from tests.conftest import write_video
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import json
 import math
@@ -21,6 +22,7 @@ import yaml
 
 from hfl.report import _spread, write_report
 from hfl.schema import FRAME_SCHEMA, QUALITY_SCHEMA
+from hfl.stages import STAGES
 
 
 def _video_path() -> Path:
@@ -132,9 +134,9 @@ def _quality_rows(mine: list[dict]) -> tuple[list[dict], dict[str, float]]:
     }
     for r in rows:
         if r["face_area"] < thr["min_face_area"]:
-            r.update(reject_reason="small_face", reject_detail=f"face_area={r['face_area']:.4f}")
+            r.update(reject_reason="face_too_small", reject_detail=f"face_area={r['face_area']:.4f}")
         elif r["log_blur"] < thr["min_log_blur"]:
-            r.update(reject_reason="low_blur", reject_detail=f"log_blur={r['log_blur']:.2f}")
+            r.update(reject_reason="blurry", reject_detail=f"log_blur={r['log_blur']:.2f}")
     return rows, thr
 
 
@@ -208,7 +210,7 @@ def test_fixture_is_realistic(built: tuple[Path, dict[str, dict], dict[str, floa
     _, stats, _ = built
     assert stats["mine"]["kept"] >= 20  # dlib finds the carphone face
     assert set(stats["mine"]["rejected"]) == {"no_face", "decode_error"}
-    assert set(stats["quality"]["rejected"]) == {"small_face", "low_blur"}
+    assert set(stats["quality"]["rejected"]) == {"face_too_small", "blurry"}
 
 
 def test_write_report(built: tuple[Path, dict[str, dict], dict[str, float]]) -> None:
@@ -221,6 +223,8 @@ def test_write_report(built: tuple[Path, dict[str, dict], dict[str, float]]) -> 
         assert f">{stage}</a></td><td>{st['rows_in']}</td><td>{st['kept']}</td>" in page
         for reason, n in st["rejected"].items():
             assert f"{reason}</code></a> &times; {n}:" in page
+            # the human text is the one the stage's own module declares
+            assert f"&times; {n}: {html.escape(STAGES[stage].reasons[reason])}</li>" in page
             sheet = out / "report" / stage / f"sheet_{reason}.jpg"
             assert sheet.exists(), sheet
         assert (out / "report" / stage / "sheet_kept.jpg").exists()

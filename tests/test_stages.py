@@ -7,10 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from hfl.config import PipelineConfig
 from hfl.engine.parts import write_part
 from hfl.engine.stage import StageContext, WorkUnit
 from hfl.imageops import decode_jpeg, encode_jpeg
+from hfl.pipeline import PipelineConfig
 from hfl.stages.mine import MineStage
 from hfl.stages.quality import QualityStage
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from storage_support import hfl_cmd, local_build, make_config, media, s3, s3_media, stage_rows  # noqa: F401
 
-from hfl.config import load_config, validate
 from hfl.engine.runner import run_build
+from hfl.pipeline import load_config, validate
 from hfl.storage import RemotePath, register_webdataset
 
 
@@ -196,8 +196,8 @@ def test_gpu_stage_runs_in_its_own_pool_alongside_the_cpu_pool(tmp_path, media, 
 
 
 def test_pools_split_by_resource_shape_and_size_by_cluster() -> None:
-    from hfl.config import PipelineConfig
     from hfl.engine.runner import pool_sizes, pools
+    from hfl.pipeline import PipelineConfig
     from hfl.stages import STAGES
 
     cfg = PipelineConfig()

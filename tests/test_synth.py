@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from hfl.backends.face import FaceBackendConfig, load_detector, load_landmarker
-from hfl.config import ConfigError, PipelineConfig, validate
+from hfl.config import ConfigError
 from hfl.editing import EditSpec, GeometricEditor, sample_edit, seeded_rng
 from hfl.face3d import camera_matrix, turn_matrix
 from hfl.imageops import encode_jpeg
 from hfl.instructions import matches_template
 from hfl.labels import EXPRESSIONS, INTENSITIES
 from hfl.landmarks import head_pose, mean_face_3d
+from hfl.pipeline import PipelineConfig, validate
 from hfl.stages.validate import ValidateStage, pose_error, pose_ok
 
 W = H = 512

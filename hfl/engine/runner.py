@@ -22,16 +22,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 from tqdm import tqdm
 
-from hfl.config import PipelineConfig, config_hash, to_dict
+from hfl.config import config_hash, to_dict
 from hfl.engine.parts import clean_tmp, reason_counts, write_json_atomic, write_part
 from hfl.engine.stage import Resources, Stage, StageContext, WorkerCrash, WorkUnit
 from hfl.storage import Location, location, rmtree, storage_env
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
 
 log = logging.getLogger("hfl")
 
@@ -240,7 +243,7 @@ class UnitWorker:
     ) -> None:
         import cv2
 
-        from hfl.config import PipelineConfig
+        from hfl.pipeline import PipelineConfig
         from hfl.stages import STAGES
         from hfl.typedconf import build
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from hfl.config import PipelineConfig
 from hfl.storage import Location
+
+if TYPE_CHECKING:  # hfl.pipeline composes PipelineConfig from the stage classes: no import at run time
+    from hfl.pipeline import PipelineConfig
 
 
 class WorkerCrash(RuntimeError):
@@ -46,7 +48,15 @@ class StageContext:
 
 
 class Stage:
-    """Base class. Subclasses set the class attributes and implement plan() and run_unit()."""
+    """Base class. Subclasses set the class attributes and implement plan() and run_unit().
+
+    A stage is one module: besides the work it declares, as class attributes read without an instance,
+    its config section (`config_class`, a dataclass whose fields carry a one-line comment each; the
+    section `cfg.<name>` of the pipeline config), the checks of that section (`check`), the reject
+    reasons it writes with one line of human text each (`reasons`, shown in the report) and its rows in
+    the dataset card (`card_rows`). hfl.pipeline builds the pipeline config from the registry
+    (hfl.stages), so adding a stage is one module plus one registry line.
+    """
 
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = ()  # upstream stages whose output this stage reads
@@ -56,6 +66,24 @@ class Stage:
     # True when plan() makes exactly one unit per part of the single input stage, with the same id:
     # such a stage runs fused with its input stage, on the same actors, unit by unit.
     unit_aligned: ClassVar[bool] = False
+    config_class: ClassVar[type | None] = None  # dataclass of section `cfg.<name>` (None: no section)
+    path_keys: ClassVar[tuple[str, ...]] = ()  # section keys holding a path, relative to the config file
+    reasons: ClassVar[dict[str, str]] = {}  # reject reasons this stage writes -> one line of human text
+    # reason -> (column holding the value that decided it, key of its bar in this stage's section or None):
+    # the per-video yield table (hfl.yields) shows the median of that column next to the bar
+    measures: ClassVar[dict[str, tuple[str, str | None]]] = {}
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        """Problems of the config for running this stage (it is in `stages`): inputs readable, weights
+        present, values in range; one message per problem, named by its key."""
+        return []
+
+    @classmethod
+    def card_rows(cls, cfg: PipelineConfig) -> dict[str, list[list[Any]]]:
+        """Rows this stage adds to the dataset card's tables: {"thresholds": [[stage, check, threshold],
+        ...], "backends": [[role, backend], ...]}, in registry order after the card's own rows."""
+        return {}
 
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg

@@ -1,4 +1,6 @@
-"""Stage registry: name -> Stage class.
+"""Stage registry: name -> Stage class. Adding a stage = its module (hfl/stages/<name>.py, or any importable
+module: the Stage class with its config dataclass, checks, reject reasons and card rows) + one line in
+_CLASSES below; hfl.pipeline adds its config section, `hfl stages` lists it, the report reads its reasons.
 
 Lazy: a stage's module is imported the first time its class is looked up, so a worker that runs only
 `mine` and `quality` never imports what `shard` needs (webdataset pulls in torch: ~1.5 s per process).
@@ -50,3 +52,18 @@ def __getattr__(name: str) -> type[Stage]:
         if cls == name:
             return STAGES[stage]
     raise AttributeError(f"module 'hfl.stages' has no attribute {name!r}")
+
+
+def reason_text(reason: str, stage: str | None = None) -> str | None:
+    """The human text of a reject reason: as `stage` declares it, else as any registered stage (or the
+    shared row helpers) declare it; None for a reason nobody declares."""
+    from hfl.stages.rows import REASONS
+
+    if stage in _CLASSES and reason in STAGES[stage].reasons:
+        return STAGES[stage].reasons[reason]
+    if reason in REASONS:
+        return REASONS[reason]
+    for name in _CLASSES:
+        if reason in STAGES[name].reasons:
+            return STAGES[name].reasons[reason]
+    return None

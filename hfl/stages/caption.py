@@ -20,15 +20,32 @@ An instruction must describe every visible change, so a pair is rejected when
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg
-from hfl.instructions import build_instruction, undescribed_motion
+from hfl.instructions import MOTION_REASONS, build_instruction, undescribed_motion
 from hfl.landmarks import pose_delta, pose_units
 from hfl.schema import CAPTION_SCHEMA
 from hfl.stages.rows import judged_safely, kept_batches, reject
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
+
+
+@dataclass
+class CaptionConfig:
+    """Section `caption` of the pipeline config (YAML `caption:`, `--set caption.<key>=...`)."""
+
+    pronoun: str = "auto"  # auto (the captioner's his/her where it gives one, else neutral) | neutral
+    pose_unit_deg: float = 30.0  # head-turn unit in degrees (paper: 30)
+    expression_clause: str = "changed"  # changed (omit when src and tgt captions agree) | always
+    require_agreement: str = "target"  # faces whose two expression models must agree: target | both | none
+    pose_estimator: str = "3ddfa-pose"  # head pose: 3ddfa-pose (3DDFA_V2 camera, no BFM) | 3ddfa | pnp
+    pose_fallback: str = "pnp"  # used where the estimator cannot tell ("" = reject as caption_failed)
+    max_turn_residual_deg: float = 10.0  # |turn - nearest whole unit| above this: ambiguous_turn
+    max_roll_change_deg: float = 15.0  # in-plane tilt change above this cannot go unsaid: undescribed_tilt
 
 
 class CaptionStage(Stage):
@@ -38,6 +55,43 @@ class CaptionStage(Stage):
     schema = CAPTION_SCHEMA
     description = "expression + intensity of both faces, 30-degree head-turn units, template instruction"
     unit_aligned = True
+    config_class = CaptionConfig
+    reasons = {
+        "caption_failed": "the captioner gave no usable answer",
+        "uncertain_expression": "the two expression models name different expressions for a face of the pair",
+        **MOTION_REASONS,
+        "no_describable_edit": (
+            "same expression caption and head turn under one 30-degree unit: no instruction"
+        ),
+    }
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        from hfl.backends.expression import check_expression_backends
+        from hfl.config import check_head_pose
+
+        errors: list[str] = []
+        if cfg.caption.pronoun not in ("auto", "neutral"):
+            errors.append("caption.pronoun: one of auto, neutral")
+        if cfg.caption.expression_clause not in ("changed", "always"):
+            errors.append("caption.expression_clause: one of changed, always")
+        if cfg.caption.pose_unit_deg <= 0:
+            errors.append("caption.pose_unit_deg: must be > 0")
+        c = cfg.caption
+        if not 0 < c.max_turn_residual_deg <= c.pose_unit_deg / 2:
+            errors.append("caption.max_turn_residual_deg: must be in (0, pose_unit_deg / 2]")
+        if c.max_roll_change_deg <= 0:
+            errors.append("caption.max_roll_change_deg: must be > 0")
+        if c.require_agreement not in ("target", "both", "none"):
+            errors.append("caption.require_agreement: one of target, both, none")
+        errors += check_head_pose(c.pose_estimator, "caption.pose_estimator")
+        if c.pose_fallback:
+            errors += check_head_pose(c.pose_fallback, "caption.pose_fallback")
+        return errors + check_expression_backends(cfg.backends.expression, {"captioner"})
+
+    @classmethod
+    def card_rows(cls, cfg: PipelineConfig) -> dict[str, list[list[Any]]]:
+        return {"thresholds": [["caption", "head-turn unit", f"{cfg.caption.pose_unit_deg:g}°"]]}
 
     def resources(self) -> Resources:
         from hfl.stages.models import vlm_resources

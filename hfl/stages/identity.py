@@ -10,8 +10,8 @@ Two checks, both recorded where both run; `identity.decider` picks which decides
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,18 @@ from hfl.imageops import decode_jpeg
 from hfl.landmarks import as_points
 from hfl.schema import IDENTITY_SCHEMA
 from hfl.stages.rows import judged_safely, kept_batches, reject
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
+
+
+@dataclass
+class IdentityConfig:
+    """Section `identity` of the pipeline config (YAML `identity:`, `--set identity.<key>=...`)."""
+
+    decider: str = "face"  # face (embedding distance) | clip (paper: CLIP cosine) | both (both must pass)
+    max_face_distance: float = 0.6  # face-embedding distance (dlib: Euclidean, 0.6 is its standard)
+    min_clip_identity: float = 0.9  # CLIP image-embedding cosine similarity (paper: >= 0.9)
 
 
 def face_box(box: list[float]) -> FaceBox:
@@ -42,6 +54,37 @@ class IdentityStage(Stage):
     schema = IDENTITY_SCHEMA
     description = "same person in both frames: face-embedding distance and/or CLIP similarity"
     unit_aligned = True
+    config_class = IdentityConfig
+    reasons = {
+        "different_identity": "the two faces are not the same person (face-embedding distance / CLIP)",
+    }
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        from hfl.backends.clip import check_clip_weights
+        from hfl.backends.face import check_face_weights
+
+        errors: list[str] = []
+        if cfg.identity.decider not in ("face", "clip", "both"):
+            errors.append("identity.decider: one of face, clip, both")
+        if cfg.identity.decider in ("clip", "both") and not cfg.backends.clip.path:
+            errors.append("backends.clip.path: required when identity.decider uses clip")
+        if cfg.backends.clip.path:
+            errors += [f"backends.clip: {e}" for e in check_clip_weights(cfg.backends.clip)]
+        if "mine" not in stages:
+            errors += check_face_weights(cfg.backends.face)
+        return errors
+
+    @classmethod
+    def card_rows(cls, cfg: PipelineConfig) -> dict[str, list[list[Any]]]:
+        i = cfg.identity
+        return {
+            "thresholds": [
+                ["identity", "face-embedding distance", f"<= {i.max_face_distance:g}"],
+                ["identity", "CLIP cosine similarity", f">= {i.min_clip_identity:g}"],
+            ],
+            "backends": [["identity decider", i.decider]],
+        }
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=16)

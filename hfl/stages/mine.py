@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hfl.backends.face import load_detector, load_landmarker
+from hfl.backends.face import check_face_weights, load_detector, load_landmarker
 from hfl.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from hfl.engine.stage import Resources, Stage, StageContext, WorkerCrash, WorkUnit
 from hfl.imageops import encode_jpeg
@@ -17,6 +18,22 @@ from hfl.schema import FRAME_SCHEMA
 from hfl.storage import local_copy
 from hfl.tracking import Tracker
 from hfl.video import DecodeError, open_frames
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
+
+
+@dataclass
+class MineConfig:
+    """Section `mine` of the pipeline config (YAML `mine:`, `--set mine.<key>=...`)."""
+
+    input: str = ""  # folder (searched recursively) or a text file listing one video/image path per line
+    fps: float = 2.0  # frames sampled per second of video
+    max_frames_per_video: int = 64  # cap per video; beyond it frames are spread evenly over the video
+    decoder: str = "auto"  # auto (decord, PyAV where decord fails) | decord | pyav
+    jpeg_quality: int = 95  # JPEG quality of stored frames
+    track_iou: float = 0.3  # min IoU linking faces of consecutive sampled frames into one track
+    include_images: bool = True  # also accept still images (one frame each)
 
 
 def input_row(item: dict[str, str], reason: str, detail: str, decoder: str = "") -> dict[str, Any]:
@@ -39,6 +56,43 @@ class MineStage(Stage):
     outputs = ("image", "box", "det_score", "landmarks", "num_faces", "track_id", "frame_index", "timestamp")
     schema = FRAME_SCHEMA
     description = "decode videos, sample frames, detect faces + 68 landmarks, link faces into tracks"
+    config_class = MineConfig
+    path_keys = ("input",)
+    reasons = {
+        "decode_error": "the input or frame could not be decoded (reject_detail holds the error)",
+        "decode_error_midstream": "decoding failed part-way through the video (frames before it are kept)",
+        "missing_file": "the input path does not exist",
+        "empty_file": "the input file has zero bytes",
+        "unsupported_extension": "the input's file extension is not an accepted video or image type",
+        "no_frames": "the video yielded no frames",
+        "no_video_stream": "the container holds no video stream (e.g. audio only)",
+        "worker_crash": (
+            "the worker process died on this input (native crash or killed); recorded, not retried"
+        ),
+        "no_face": "the face detector found no face in the frame",
+    }
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        from hfl.inputs import resolve_input_path
+
+        errors: list[str] = []
+        if not cfg.mine.input:
+            errors.append("mine.input: required (a folder of videos or a list file)")
+        else:
+            try:
+                resolve_input_path(cfg.mine.input)
+            except (FileNotFoundError, PermissionError, ValueError) as exc:
+                errors.append(f"mine.input: {exc}")
+        if cfg.mine.fps <= 0:
+            errors.append("mine.fps: must be > 0")
+        if cfg.mine.max_frames_per_video < 1:
+            errors.append("mine.max_frames_per_video: must be >= 1")
+        if cfg.mine.decoder not in ("auto", "decord", "pyav"):
+            errors.append("mine.decoder: one of auto, decord, pyav")
+        if not 1 <= cfg.mine.jpeg_quality <= 100:
+            errors.append("mine.jpeg_quality: must be in 1..100")
+        return errors + check_face_weights(cfg.backends.face)
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, memory_mb=0, batch_size=16)

@@ -28,17 +28,21 @@ Every candidate is a row; only kept pairs carry the two JPEGs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import decode_jpeg
+from hfl.instructions import MOTION_REASONS
 from hfl.landmarks import as_points, combine, pairwise_diffs
 from hfl.schema import PAIR_SCHEMA
 from hfl.stages.rows import kept_batches, reject
 from hfl.tracking import UnionFind
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
 
 FRAME_FIELDS = (
     "key",
@@ -51,6 +55,24 @@ FRAME_FIELDS = (
     "log_blur",
     "quality",
 )
+
+
+@dataclass
+class PairConfig:
+    """Section `pair` of the pipeline config (YAML `pair:`, `--set pair.<key>=...`)."""
+
+    max_frames_per_track: int = 64  # frames of one face track considered (evenly spread beyond it)
+    min_change_score: float = 23.0  # Eq. 8 in per mille of inter-ocular distance (paper: >= 23)
+    max_change_score: float = 250.0  # above it: implausible (another person, a landmark failure)
+    min_semantic_diversity: float = 0.4  # semantic difference in [0, 1] (paper: Qwen2.5-VL >= 0.4)
+    max_pairs_per_video: int = 16  # kept pairs per video (per person track of it)
+    pairs_per_minute: float = 0.0  # longer videos get more: budget = max(max_pairs_per_video, this x minutes)
+    max_uses_per_frame: int = 2  # a frame appears in at most this many kept pairs of its video
+    max_semantic_checks: int = 64  # semantic-backend calls per video (bounds VLM cost)
+    prefilter_motion: bool = True  # reject candidates whose head motion caption could not describe
+    link_tracks: bool = True  # join face tracks of one video that show the same person (identity embedding)
+    link_distance: float = 0.5  # mean face-embedding distance under which two tracks are one person
+    link_frames: int = 3  # frames per track (spread over it) whose embeddings are averaged for linking
 
 
 def pair_key(video_id: str, src_frame: int, tgt_frame: int) -> str:
@@ -71,6 +93,61 @@ class PairStage(Stage):
     schema = PAIR_SCHEMA
     description = "pair frames of one face track: change score (Eq. 8) band + semantic diversity"
     unit_aligned = True
+    config_class = PairConfig
+    reasons = {
+        "too_similar": "change score (Eq. 8) below the minimum: the two frames are near copies",
+        "implausible_change": "change score above the maximum: usually another person or a landmark failure",
+        **MOTION_REASONS,  # prefilter_motion: caption's rule, applied before the pair budget is spent
+        "not_selected": "in the change-score band but not chosen (per-video pair budget, frame reuse limit)",
+        "low_semantic_diversity": "the semantic backend sees too little expression/pose difference",
+        "semantic_failed": "the semantic backend gave no usable answer",
+    }
+    measures = {
+        "too_similar": ("change_score", "min_change_score"),
+        "low_semantic_diversity": ("semantic_diversity", "min_semantic_diversity"),
+    }
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        from hfl.backends.expression import check_expression_backends
+        from hfl.backends.face import check_face_weights
+        from hfl.config import check_head_pose
+
+        errors: list[str] = []
+        p = cfg.pair
+        if not 0 <= p.min_change_score < p.max_change_score:
+            errors.append("pair.min_change_score/max_change_score: need 0 <= min < max")
+        if not 0 <= p.min_semantic_diversity <= 1:
+            errors.append("pair.min_semantic_diversity: must be in [0, 1]")
+        if p.pairs_per_minute < 0:
+            errors.append("pair.pairs_per_minute: must be >= 0")
+        if p.link_distance <= 0:
+            errors.append("pair.link_distance: must be > 0")
+        counts = ("max_frames_per_track", "max_pairs_per_video", "max_uses_per_frame", "max_semantic_checks")
+        for k in (*counts, "link_frames"):
+            if getattr(p, k) < 1:
+                errors.append(f"pair.{k}: must be >= 1")
+        errors += check_expression_backends(cfg.backends.expression, {"semantic"})
+        if p.link_tracks and "mine" not in stages:
+            errors += check_face_weights(cfg.backends.face)
+        if p.prefilter_motion:
+            key = "caption.pose_estimator (pair.prefilter_motion)"
+            errors += check_head_pose(cfg.caption.pose_estimator, key)
+        return errors
+
+    @classmethod
+    def card_rows(cls, cfg: PipelineConfig) -> dict[str, list[list[Any]]]:
+        p = cfg.pair
+        return {
+            "thresholds": [
+                [
+                    "pair",
+                    "change score (Eq. 8, per mille IOD)",
+                    f"{p.min_change_score:g} .. {p.max_change_score:g}",
+                ],
+                ["pair", "semantic diversity", f">= {p.min_semantic_diversity:g}"],
+            ]
+        }
 
     def resources(self) -> Resources:
         from hfl.stages.models import vlm_resources

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hfl.backends.quality import load_quality_scorer
+from hfl.backends.quality import check_quality_weights, load_quality_scorer
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.imageops import (
     central_half_width,
@@ -24,6 +24,26 @@ from hfl.schema import QUALITY_SCHEMA
 from hfl.stages.rows import judged_safely, reject
 from hfl.storage import parquet_file
 
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
+
+
+@dataclass
+class QualityConfig:
+    """Section `quality` of the pipeline config (YAML `quality:`, `--set quality.<key>=...`)."""
+
+    num_faces: int = 1  # exactly this many faces (paper: a single face)
+    center_fraction: float = 0.2  # centroid must lie in the central box of this fraction (paper: 20 %)
+    center_rule: str = "area"  # area (box with the frame's aspect covering that share of the area) | axis
+    min_face_area: float = 0.07  # landmark convex hull / image area (paper: 7 %)
+    min_log_blur: float = 50.0  # LoG variance of the face crop at log_size (paper: 50)
+    log_size: int = 64  # canonical face-crop side (px) on which LoG is measured
+    log_sigma: float = 1.0  # Gaussian sigma (px, at log_size) of the LoG operator
+    min_quality: float = 0.5  # quality score in [0,1] (paper: DOVER 0.5)
+    quality_clip_frames: int = 1  # frames (this one and its predecessors in the track) scored together
+    score_region: str = "auto"  # face (square crop 1.3x the landmark box) | frame | auto (brisque: face,
+    # dover: frame, as the paper scores whole videos)
+
 
 class QualityStage(Stage):
     name = "quality"
@@ -32,6 +52,55 @@ class QualityStage(Stage):
     schema = QUALITY_SCHEMA
     description = "keep frames with exactly one centred, large, sharp, good-quality face"
     unit_aligned = True
+    config_class = QualityConfig
+    reasons = {
+        "no_face": "the face detector found no face in the frame",
+        "multiple_faces": "more than one face was found where exactly one is required",
+        "off_center": "the landmark centroid is too far from the frame centre",
+        "face_too_small": "the face covers too small a part of the frame (face_area below minimum)",
+        "blurry": "the face crop is too blurry (LoG variance log_blur below minimum)",
+        "low_quality": "perceptual quality score below the configured minimum",
+    }
+    measures = {
+        "off_center": ("centroid", None),  # centroid_x, centroid_y
+        "face_too_small": ("face_area", "min_face_area"),
+        "blurry": ("log_blur", "min_log_blur"),
+        "low_quality": ("quality", "min_quality"),
+    }
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        errors: list[str] = []
+        q = cfg.quality
+        if not 0 < q.center_fraction <= 1:
+            errors.append("quality.center_fraction: must be in (0, 1]")
+        if q.center_rule not in ("area", "axis"):
+            errors.append("quality.center_rule: one of area, axis")
+        if not 0 <= q.min_face_area <= 1:
+            errors.append("quality.min_face_area: must be in [0, 1]")
+        if q.log_size < 16:
+            errors.append("quality.log_size: must be >= 16")
+        if q.score_region not in ("auto", "face", "frame"):
+            errors.append("quality.score_region: one of auto, face, frame")
+        if q.quality_clip_frames < 1:
+            errors.append("quality.quality_clip_frames: must be >= 1")
+        return errors + check_quality_weights(cfg.backends.quality)
+
+    @classmethod
+    def card_rows(cls, cfg: PipelineConfig) -> dict[str, list[list[Any]]]:
+        q = cfg.quality
+        return {
+            "thresholds": [
+                [
+                    "quality",
+                    "one face, centroid in central box",
+                    f"{q.center_fraction:g} of the " + ("area" if q.center_rule == "area" else "W and H"),
+                ],
+                ["quality", "landmark hull area", f">= {q.min_face_area:g}"],
+                ["quality", "LoG sharpness", f">= {q.min_log_blur:g}"],
+                ["quality", f"{cfg.backends.quality.scorer} quality", f">= {q.min_quality:g}"],
+            ]
+        }
 
     def resources(self) -> Resources:
         return Resources(num_cpus=1, batch_size=32)

@@ -7,6 +7,9 @@ from typing import Any
 
 from hfl.storage import parquet_file
 
+# reasons any stage may write through these helpers (judged_safely, a stage's error_rows), with their text
+REASONS = {"error": "an unexpected error while processing the row (reject_detail holds it)"}
+
 
 def reject(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
     """Mark a row rejected; the first failed check names the reason, detail says by how much."""

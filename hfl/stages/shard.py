@@ -5,17 +5,29 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.dataset as pads
 
-from hfl.config import PipelineConfig, config_hash
+from hfl.config import config_hash
 from hfl.engine.parts import write_json_atomic
 from hfl.engine.stage import Resources, Stage, StageContext, WorkUnit
 from hfl.samples import encode_sample, manifest_fields
 from hfl.storage import Location, dataset, parquet_file, read_table, write_bytes_atomic, write_table
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
+
+
+@dataclass
+class ShardConfig:
+    """Section `shard` of the pipeline config (YAML `shard:`, `--set shard.<key>=...`)."""
+
+    source: str = ""  # stage whose kept rows become samples; empty = the stage before `shard` in `stages`
+    samples_per_shard: int = 1000  # samples per tar
+    default_split: str = "all"  # split name for rows without a `split` column
 
 
 def used_backends(cfg: PipelineConfig) -> dict[str, str]:
@@ -43,6 +55,16 @@ class ShardStage(Stage):
     name = "shard"
     outputs = ("split", "shard")
     description = "write kept rows as WebDataset shards + per-shard stats + manifest.parquet"
+    config_class = ShardConfig
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        errors: list[str] = []
+        if cfg.shard.source and cfg.shard.source not in cfg.stages:
+            errors.append(f"shard.source: '{cfg.shard.source}' is not one of this pipeline's stages")
+        if cfg.shard.samples_per_shard < 1:
+            errors.append("shard.samples_per_shard: must be >= 1")
+        return errors
 
     @property
     def inputs(self) -> tuple[str, ...]:  # type: ignore[override]

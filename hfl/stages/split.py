@@ -20,8 +20,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from hfl.schema import SPLIT_SCHEMA
 from hfl.stages.rows import kept_batches
 from hfl.storage import Location, parquet_file, read_table
 from hfl.tracking import UnionFind
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
 
 PLAN_COLUMNS = [
     "key",
@@ -106,6 +109,19 @@ def at_least_one_test_group(group_strata: dict[str, Counter[str]], test: set[str
     return {min(real or order, key=lambda g: sum(group_strata[g].values()))}
 
 
+@dataclass
+class SplitConfig:
+    """Section `split` of the pipeline config (YAML `split:`, `--set split.<key>=...`)."""
+
+    test_pairs: int = 1007  # test-set size at full scale (paper: 1,007)
+    test_fraction: float = 0.0067  # test share when that gives fewer pairs than test_pairs (1007/151007)
+    group_by: str = "identity"  # identity (videos linked by face embedding) | video
+    link_distance: float = 0.5  # videos whose mean face embeddings are closer than this are one person
+    min_test_groups: int = 1  # with >= 2 groups, at least this many (0 or 1) in test, even in small builds
+    inputs: list[str] = field(default_factory=list)  # stages whose kept rows are split; empty: caption
+    # and validate, those of them in `stages`
+
+
 class SplitStage(Stage):
     name = "split"
     outputs = ("split", "group_id", "stratum")
@@ -113,6 +129,22 @@ class SplitStage(Stage):
     description = (
         "stratified train/test split (expression x pose), no video or identity in both; dataset card"
     )
+    config_class = SplitConfig
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        errors: list[str] = []
+        sp = cfg.split
+        for name in sp.inputs:
+            if name not in cfg.stages:
+                errors.append(f"split.inputs: '{name}' is not one of this pipeline's stages")
+        if sp.group_by not in ("identity", "video"):
+            errors.append("split.group_by: one of identity, video")
+        if sp.min_test_groups not in (0, 1):
+            errors.append("split.min_test_groups: 0 or 1")
+        if not 0 <= sp.test_fraction < 1 or sp.test_pairs < 0:
+            errors.append("split.test_fraction: must be in [0, 1); split.test_pairs: >= 0")
+        return errors
 
     @property
     def inputs(self) -> tuple[str, ...]:  # type: ignore[override]

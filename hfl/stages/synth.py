@@ -15,9 +15,9 @@ report can show rejected edits.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from hfl.landmarks import as_points, head_pose
 from hfl.schema import SYNTH_SCHEMA
 from hfl.stages.rows import reject
 from hfl.storage import parquet_file
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
 
 SOURCE_COLUMNS = [
     "key", "video", "video_id", "track_id", "frame_index", "timestamp", "width", "height", "image", "box",
@@ -55,11 +58,74 @@ def normalised_shape(landmarks: Any) -> np.ndarray:
     return to_frame(pts, face_frame(pts)).ravel()
 
 
+@dataclass
+class SynthConfig:
+    """Section `synth` of the pipeline config (YAML `synth:`, `--set synth.<key>=...`)."""
+
+    input: str = ""  # empty: kept frames of `quality`; else a folder of face images (searched recursively)
+    sources: str = "all"  # all (every video's kept frames) | paired (only videos with a kept real pair, whose
+    # person is identity-verified, so `split` can group the edits with that person)
+    folder_chunk: int = 16  # images per work unit when `input` is a folder
+    edits_per_video: int = 6  # source frames per video (or image), chosen spread over landmark shapes
+    edits_per_frame: int = 1  # edits drawn per chosen source frame (each its own single-turn edit)
+    expression_fraction: float = 0.5  # share of expression edits; the rest are head turns
+    yaw_fraction: float = 0.5  # share of yaw (vs pitch) among head turns
+    yaw_units: list[int] = field(default_factory=lambda: [-1, 1])  # allowed yaw turns, 30-degree units
+    pitch_units: list[int] = field(default_factory=lambda: [-1, 1])  # allowed pitch turns, 30-degree units
+    max_abs_yaw_deg: float = 45.0  # no turn that takes the source face beyond this yaw
+    max_abs_pitch_deg: float = 35.0  # no turn that takes the source face beyond this pitch
+    jpeg_quality: int = 95  # JPEG quality of stored edits
+
+
 class SynthStage(Stage):
     name = "synth"
     outputs = ("instruction", "generator", "tgt_image", "tgt_landmarks", "target_yaw_deg", "target_pitch_deg")
     schema = SYNTH_SCHEMA
     description = "single-turn expression / head-pose edits of real faces by the configured edit generator"
+    config_class = SynthConfig
+    reasons = {
+        "generator_failed": "the edit generator raised an error (reject_detail holds it)",
+        "edit_no_face": "the face detector found no face in the generated edit",
+    }
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        from hfl.backends.face import check_face_weights
+        from hfl.backends.generator import check_generator
+
+        errors: list[str] = []
+        sy = cfg.synth
+        if sy.input:
+            p = Path(sy.input)
+            if not p.is_dir():
+                errors.append(f"synth.input: {sy.input} is not a folder")
+        elif "quality" not in cfg.stages:
+            errors.append("synth.input: required when the pipeline has no `quality` stage")
+        if sy.sources not in ("all", "paired"):
+            errors.append("synth.sources: one of all, paired")
+        elif sy.sources == "paired" and not sy.input and "caption" not in cfg.stages:
+            errors.append("synth.sources: paired needs `caption` in stages")
+        if min(sy.folder_chunk, sy.edits_per_video, sy.edits_per_frame) < 1:
+            errors.append("synth.folder_chunk, synth.edits_per_video, synth.edits_per_frame: must be >= 1")
+        for k in ("expression_fraction", "yaw_fraction"):
+            if not 0 <= getattr(sy, k) <= 1:
+                errors.append(f"synth.{k}: must be in [0, 1]")
+        if any(u == 0 or abs(u) > 4 for u in sy.yaw_units + sy.pitch_units):
+            errors.append("synth.yaw_units/pitch_units: non-zero whole units in -4..4")
+        if sy.expression_fraction < 1 and not (sy.yaw_units or sy.pitch_units):
+            errors.append("synth.yaw_units/pitch_units: at least one turn when expression_fraction < 1")
+        if not 1 <= sy.jpeg_quality <= 100:
+            errors.append("synth.jpeg_quality: must be in 1..100")
+        if sy.max_abs_yaw_deg <= 0 or sy.max_abs_pitch_deg <= 0:
+            errors.append("synth.max_abs_yaw_deg/max_abs_pitch_deg: must be > 0")
+        errors += check_generator(cfg.backends.generator)
+        return errors + check_face_weights(cfg.backends.face)
+
+    @classmethod
+    def card_rows(cls, cfg: PipelineConfig) -> dict[str, list[list[Any]]]:
+        if "synth" not in cfg.stages:
+            return {}
+        return {"backends": [["edit generator (synth)", cfg.backends.generator.name]]}
 
     @property
     def inputs(self) -> tuple[str, ...]:  # type: ignore[override]

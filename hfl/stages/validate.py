@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,22 @@ from hfl.labels import EXPRESSIONS
 from hfl.schema import VALIDATE_SCHEMA
 from hfl.stages.identity import face_vector
 from hfl.stages.rows import judged_safely, kept_batches, reject
+
+if TYPE_CHECKING:
+    from hfl.pipeline import PipelineConfig
+
+
+@dataclass
+class ValidateConfig:
+    """Section `validate` of the pipeline config (YAML `validate:`, `--set validate.<key>=...`)."""
+
+    max_pose_error_deg: float = 10.0  # Eq. 1: sqrt((dp - tp)^2 + (dy - ty)^2) <= this (paper: 10)
+    expression_validator: str = "fer"  # fer (offline FER2013 class must match) | vlm (Qwen2.5-VL score)
+    min_vlm_score: float = 0.5  # vlm: edit-vs-instruction score in [0, 1] needed
+    require_intensity: bool = False  # fer: also require the instructed intensity (FER's p-rule)
+    check_pose_of_expression_edits: bool = True  # Eq. 1 with target 0 on expression edits too
+    pose_estimator: str = "3ddfa-pose"  # Eq. 1 angles: 3ddfa-pose (regressed, not the generator's mean face)
+    pose_fallback: str = "pnp"  # where the estimator cannot tell ("" = none)
 
 
 def pose_error(d_pitch: float, d_yaw: float, t_pitch: float, t_yaw: float) -> float:
@@ -77,6 +93,64 @@ class ValidateStage(Stage):
         "keep synthetic edits whose measured pose change (Eq. 1) and expression match the instruction"
     )
     unit_aligned = True
+    config_class = ValidateConfig
+    reasons = {
+        "pose_mismatch": (
+            "measured head-pose change differs from the instructed one by more than the Eq. 1 limit"
+        ),
+        "expression_mismatch": "the expression validator does not see the instructed expression in the edit",
+        "validator_failed": "the expression validator (VLM) gave no usable answer",
+    }
+
+    @classmethod
+    def check(cls, cfg: PipelineConfig, stages: list[str]) -> list[str]:
+        from hfl.backends.expression import ExpressionBackendConfig, check_expression_backends
+        from hfl.config import check_head_pose
+
+        errors: list[str] = []
+        v = cfg.validate
+        if "synth" not in cfg.stages:
+            errors.append("validate: needs `synth` in stages")
+        if v.max_pose_error_deg <= 0:
+            errors.append("validate.max_pose_error_deg: must be > 0")
+        errors += check_head_pose(v.pose_estimator, "validate.pose_estimator")
+        if v.pose_fallback:
+            errors += check_head_pose(v.pose_fallback, "validate.pose_fallback")
+        if v.expression_validator not in ("fer", "vlm"):
+            errors.append("validate.expression_validator: one of fer, vlm")
+        if not 0 <= v.min_vlm_score <= 1:
+            errors.append("validate.min_vlm_score: must be in [0, 1]")
+        if v.expression_validator == "vlm":
+            from hfl.backends.vlm import check_vlm_weights
+
+            errors += [
+                f"backends.expression.vlm: {e}" for e in check_vlm_weights(cfg.backends.expression.vlm)
+            ]
+        else:
+            errors += [
+                e.replace("backends.expression.captioner", "validate.expression_validator")
+                for e in check_expression_backends(
+                    ExpressionBackendConfig(captioner="fer", semantic="fer"), {"captioner"}
+                )
+            ]
+        return errors
+
+    @classmethod
+    def card_rows(cls, cfg: PipelineConfig) -> dict[str, list[list[Any]]]:
+        v = cfg.validate
+        rows: dict[str, list[list[Any]]] = {}
+        if "validate" in cfg.stages:
+            rows["thresholds"] = [
+                ["validate", "pose error d_theta (Eq. 1)", f"<= {v.max_pose_error_deg:g}°"],
+                ["validate", f"expression ({v.expression_validator})", "instructed class"
+                 if v.expression_validator == "fer" else f">= {v.min_vlm_score:g}"],
+            ]  # fmt: skip
+        if "synth" in cfg.stages:
+            rows["backends"] = [
+                ["pose validator (validate)", "PnP of 68 landmarks on insightface's 3-D mean face, Eq. 1"],
+                ["expression validator (validate)", v.expression_validator],
+            ]
+        return rows
 
     def resources(self) -> Resources:
         vlm = self.cfg.backends.expression.vlm
