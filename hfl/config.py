@@ -38,6 +38,7 @@ class RayConfig:
     object_store_mb: int = 512  # object store size of an embedded Ray
     workers: int = 0  # actors per CPU pool (0 = the cluster's CPUs left after the GPU pools)
     num_gpus: int = -1  # GPUs for an embedded Ray (-1 = those detected; >0 declares logical GPUs)
+    gpu_batch_units: int = 8  # units (videos' rows) per call of a GPU pool's actor; model calls span them
     # per-stage resource overrides, e.g. {caption: {num_gpus: 1}}: keys num_cpus, num_gpus, memory_mb
     stage_resources: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -268,6 +269,8 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
     for name in stages:
         if name not in cfg.stages:
             errors.append(f"--stage {name}: not in this pipeline's stages ({', '.join(cfg.stages)})")
+    if cfg.ray.gpu_batch_units < 1:
+        errors.append("ray.gpu_batch_units: must be >= 1")
     if "mine" in stages:
         if not cfg.mine.input:
             errors.append("mine.input: required (a folder of videos or a list file)")
