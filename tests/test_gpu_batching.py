@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from test_vlm_clip_backends are used as test arguments)
 """GPU pools batch across units: a GPU pool's actor takes up to ray.gpu_batch_units units per call and the
 caption stage puts rows of several units into one captioner call, while every unit keeps its own part
 (resume per unit). GPUs are logical (embedded Ray with num_gpus declared); the stand-in GPU backend is the
@@ -20,6 +21,7 @@ from hfl.config import PipelineConfig, load_config, validate
 from hfl.engine.runner import attempt_verdict, run_build
 from hfl.engine.stage import StageContext
 from tests.conftest import write_video
+from tests.test_vlm_clip_backends import fake_vllm, qwen_dir  # noqa: F401
 
 UPSTREAM = ["mine", "quality", "pair", "identity"]
 STAGES = [*UPSTREAM, "caption"]
@@ -119,15 +121,43 @@ def test_caption_run_units_batches_across_units_with_the_same_rows(upstream) -> 
     assert len(stage.captioner.calls) < len(per_unit_calls)  # fewer engine calls than unit by unit
 
 
+def test_vllm_engine_gets_rows_of_several_units_per_generate_call(upstream, fake_vllm, qwen_dir) -> None:
+    """caption with `engine: vllm` (a stand-in vllm module: no GPU here): each LLM.generate call receives
+    the faces of up to batch_size rows taken from several units, and the rows equal unit-by-unit runs."""
+    from hfl.stages.caption import CaptionStage
+
+    _, up = upstream
+    cfg = PipelineConfig()
+    e = cfg.backends.expression
+    e.captioner, e.vlm.path, e.vlm.engine = "vlm", str(qwen_dir), "vllm"
+    stage = CaptionStage(cfg)
+    assert stage.resources().num_gpus == 1  # a GPU pool: it gets several units per call
+    stage.setup()
+    ctx = StageContext(up)
+    units = stage.plan(ctx)
+    one_by_one = [[r for b in stage.run_unit(u, ctx) for r in b] for u in units]
+    (llm,) = fake_vllm.instances
+    llm.calls, stage.model_calls = [], []
+    together = stage.run_units(units, ctx)
+    pick = ["reject_reason", "reject_detail", "src_expression", "tgt_expression", "caption_backend"]
+    assert [[tuple(r.get(c) for c in pick) for r in rows] for rows in together] == [
+        [tuple(r.get(c) for c in pick) for r in rows] for rows in one_by_one
+    ]
+    assert together[0][0]["caption_backend"] == "qwen2.5-vl" and together[0][0]["src_expression"] == "happy"
+    n_rows = sum(len(rows) for rows in one_by_one)
+    size = stage.resources().batch_size
+    assert [len(prompts) for prompts in llm.calls] == [2 * len(c) for c in _chunks(n_rows, size)]
+    assert max(units for units, _ in stage.model_calls) > 1
+
+
 def _chunks(n: int, size: int) -> list[range]:
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 
 def hfl_build(cfg: Path, out: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "hfl.cli", "build", "--config", str(cfg), "--output", str(out)]
-    return subprocess.run(
-        [*cmd, "--stage", "caption", "--no-report"], capture_output=True, text=True, timeout=600, env=os.environ
-    )
+    cmd += ["--stage", "caption", "--no-report"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=os.environ)
 
 
 def test_gpu_pool_takes_several_units_per_call_and_resumes_per_unit(upstream, reference, tmp_path) -> None:
@@ -152,9 +182,10 @@ def test_gpu_pool_takes_several_units_per_call_and_resumes_per_unit(upstream, re
     assert calls["rows"] == stats["rows_in"] and calls["calls_with_several_units"] >= 1
     assert calls["rows_per_call_max"] <= 32  # caption's batch_size: rows per model call
     ref_stats = json.loads((reference / "stages/caption/stats.json").read_text())
-    ref_pool = ref_stats["pools"][0]
-    assert ref_pool["units_per_call_max"] == 1 and ref_pool["model_calls"]["caption"]["units_per_call_max"] == 1
-    assert calls["calls"] < ref_pool["model_calls"]["caption"]["calls"]
+    ref_pool = ref_stats["pools"][0]  # a CPU pool: one unit per call, so no model call spans units
+    ref_calls = ref_pool["model_calls"]["caption"]
+    assert ref_pool["units_per_call_max"] == 1 and ref_calls["units_per_call_max"] == 1
+    assert calls["calls"] < ref_calls["calls"]
     got = caption_rows(out)
     assert len(got) == 4 and got == caption_rows(reference)
     assert not list((out / "stages/caption/_attempts").glob("*")), "attempt markers left behind"
