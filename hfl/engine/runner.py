@@ -630,11 +630,12 @@ def execution_plan(cfg: PipelineConfig) -> dict[str, str]:
         groups = pools(chain, cfg)
         for pi, group in enumerate(groups, 1):
             r = stage_resources(cfg, group[0])
-            kind = (
-                "barrier: runs after its inputs"
-                if not chain[0].unit_aligned and len(chain) == 1
-                else ("streaming")
-            )
+            if not chain[0].unit_aligned and len(chain) == 1:
+                kind = "barrier: runs after its inputs"
+            elif r.num_gpus > 0:
+                kind = f"streaming, up to {units_per_call(cfg, r)} units per call: ray.gpu_batch_units"
+            else:
+                kind = "streaming, one unit per call"
             text = (
                 f"run {ci}, pool {pi} of {len(groups)}: {'+'.join(s.name for s in group)} "
                 f"(cpus={r.num_cpus:g} gpus={r.num_gpus:g} memory_mb={r.memory_mb}; {kind})"
