@@ -211,3 +211,37 @@ def test_attempt_markers_with_several_units_in_flight() -> None:
     assert attempt_verdict("run1 node 4", "run1") == "alone"
     assert attempt_verdict("run0 node 4", "run1") == "retry"  # an earlier run: redo
     assert attempt_verdict("run0 node 1", "run1") == "retry"
+
+
+def test_worker_call_with_several_units_keeps_per_unit_parts_and_crash_records(tmp_path, carphone) -> None:
+    """UnitWorker called directly with four units (as a GPU pool's actor is): the two fresh ones run together
+    (Stage.run_units), one whose worker died with several units in flight runs alone, one whose worker died
+    with it alone is recorded as worker_crash; every unit gets its own part and no marker is left."""
+    import dataclasses
+
+    import numpy as np
+
+    from hfl.config import to_dict
+    from hfl.engine.runner import UnitWorker
+    from hfl.engine.stage import WorkUnit
+
+    cfg = PipelineConfig()
+    cfg.mine.max_frames_per_video = 3
+    worker = UnitWorker(["mine"], to_dict(cfg), str(tmp_path), run_id="run1")
+    seen: list[list[str]] = []
+    run_units = worker.stage.run_units
+    worker.stage.run_units = lambda units, ctx: seen.append([u.id for u in units]) or run_units(units, ctx)
+    attempts = tmp_path / "stages/mine/_attempts"
+    attempts.mkdir(parents=True)
+    (attempts / "b").write_text("run1  1")  # died with b alone in flight: b caused it
+    (attempts / "c").write_text("run1  3")  # died with three in flight: c may be innocent
+    units = [WorkUnit(i, {"path": str(carphone), "name": f"{i}.mp4", "video_id": i}) for i in "abcd"]
+    out = worker({"unit": np.array([json.dumps(dataclasses.asdict(u)) for u in units])})
+    assert out["unit"] == list("abcd") and seen == [["a", "d"]]
+    rows = {u: pq.read_table(tmp_path / f"stages/mine/part-{u}.parquet").to_pylist() for u in "abcd"}
+    assert [r["reject_reason"] for r in rows["b"]] == ["worker_crash"]
+    frames = {u: [(r["frame_index"], r["num_faces"]) for r in rows[u]] for u in "acd"}
+    assert frames["a"] == frames["c"] == frames["d"] and len(frames["a"]) == 3
+    assert not list(attempts.iterdir())
+    calls = {json.loads(x)[5] for x in out["pool0"]}
+    assert len(calls) == 1 and json.loads(out["pool0"][0])[6] == 4
