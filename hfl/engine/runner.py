@@ -516,7 +516,7 @@ def execute_chain(
                 "first": i == 0,
                 "pool": i,
             },
-            batch_size=units_per_call(cfg, res),
+            batch_size=units_per_call(cfg, res, len(pending), n),
             compute=ray.data.ActorPoolStrategy(size=n),
             **remote_args,
             num_cpus=res.num_cpus,
@@ -545,15 +545,20 @@ def execute_chain(
                 "gpu_ids": sorted({g for r in mine for g in r[2]}),
                 "started": min((r[3] for r in mine), default=None),
                 "ended": max((r[4] for r in mine), default=None),
-                **call_report(mine, units_per_call(cfg, res)),
+                **call_report(mine, units_per_call(cfg, res, len(pending), n)),
             }
         )
     return len(units), report
 
 
-def units_per_call(cfg: PipelineConfig, res: Resources) -> int:
-    """Units per call of a pool's actor: ray.gpu_batch_units for a GPU pool, one for a CPU pool."""
-    return max(1, cfg.ray.gpu_batch_units) if res.num_gpus > 0 else 1
+def units_per_call(cfg: PipelineConfig, res: Resources, units: int = 0, actors: int = 1) -> int:
+    """Units per call of a pool's actor: one for a CPU pool; for a GPU pool ray.gpu_batch_units, but no more
+    than an even share of the run's `units` over its `actors` (else one actor would take every unit of a
+    small run while the others wait, and the pool would start only once the CPU pools had finished)."""
+    if res.num_gpus <= 0:
+        return 1
+    n = max(1, cfg.ray.gpu_batch_units)
+    return min(n, max(1, -(-units // max(actors, 1)))) if units else n
 
 
 def call_report(seen: list[list[Any]], limit: int) -> dict[str, Any]:
