@@ -245,3 +245,32 @@ def test_worker_call_with_several_units_keeps_per_unit_parts_and_crash_records(t
     assert not list(attempts.iterdir())
     calls = {json.loads(x)[5] for x in out["pool0"]}
     assert len(calls) == 1 and json.loads(out["pool0"][0])[6] == 4
+
+
+def test_fused_gpu_pool_runs_each_stage_over_all_units_of_a_call(upstream, reference, tmp_path) -> None:
+    """A later pool with two fused stages (identity+caption, as with both declared 1-GPU) called with four
+    pair parts at once: identity runs the four units, then caption gets all four identity parts together;
+    the parts equal the one-unit-per-call build."""
+    import numpy as np
+
+    from hfl.config import to_dict
+    from hfl.engine.runner import UnitWorker
+
+    _, up = upstream
+    out = tmp_path / "out"
+    shutil.copytree(up, out)
+    shutil.rmtree(out / "stages/identity")
+    (out / "stages/identity").mkdir()
+    (out / "stages/caption").mkdir()  # what prepare_stage does before a run
+    worker = UnitWorker(["identity", "caption"], to_dict(PipelineConfig()), str(out), first=False, pool=1)
+    pair_parts = sorted((out / "stages/pair").glob("part-*.parquet"))
+    ids = [p.stem.removeprefix("part-") for p in pair_parts]
+    res = worker({"unit": np.array(ids), "part": np.array([str(p) for p in pair_parts])})
+    assert res["part"] == [str(out / f"stages/caption/part-{i}.parquet") for i in ids]
+    for i in ids:
+        got = pq.read_table(out / f"stages/identity/part-{i}.parquet").to_pylist()
+        want = pq.read_table(up / f"stages/identity/part-{i}.parquet").to_pylist()
+        assert [(r["key"], r["reject_reason"]) for r in got] == [(r["key"], r["reject_reason"]) for r in want]
+    assert caption_rows(out) == caption_rows(reference)
+    info = json.loads(res["pool1"][0])
+    assert info[6] == 4 and info[7]["caption"] and max(u for u, _ in info[7]["caption"]) > 1
