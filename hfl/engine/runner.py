@@ -4,7 +4,9 @@ Execution: consecutive unit-aligned stages form one streaming Ray Data pipeline.
 (run one after the other on the same actor) only when their resource shapes (CPUs, GPUs, memory) match; a
 stage with another shape (a GPU captioner) is its own operator with its own actor pool, fed unit by unit by
 the operator before it while that one is still running (Ray Data's streaming executor: backpressure, not
-barriers). Stages that need all of their input first (split, shard) run alone, after their inputs.
+barriers). A CPU pool's actor takes one unit per call; a GPU pool's actor takes up to ray.gpu_batch_units
+units per call, so that its stages' model calls can span units (Stage.run_units). Stages that need all of
+their input first (split, shard) run alone, after their inputs.
 """
 
 from __future__ import annotations
