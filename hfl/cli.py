@@ -100,7 +100,7 @@ def stages(
         typer.echo(f"  outputs:    {', '.join(st.outputs)}")
         typer.echo(f"  pool:       {plan.get(name, '- (not in this pipeline)')}")
         res = f"cpus={r.num_cpus:g} gpus={r.num_gpus:g} memory_mb={r.memory_mb} batch={r.batch_size}"
-        typer.echo(f"  resources:  {res} (per actor; batch = rows per model call)")
+        typer.echo(f"  resources:  {res} (per actor; batch = rows per model call; spans units in a GPU pool)")
         typer.echo("  thresholds: " + (", ".join(f"{k}={v}" for k, v in st.thresholds().items()) or "-"))
 
 

@@ -39,6 +39,7 @@ class RayConfig:
     object_store_mb: int = 512  # object store size of an embedded Ray
     workers: int = 0  # actors per CPU pool (0 = the cluster's CPUs left after the GPU pools)
     num_gpus: int = -1  # GPUs for an embedded Ray (-1 = those detected; >0 declares logical GPUs)
+    gpu_batch_units: int = 8  # units (videos' rows) per call of a GPU pool's actor; model calls span them
     # per-stage resource overrides, e.g. {caption: {num_gpus: 1}}: keys num_cpus, num_gpus, memory_mb
     stage_resources: dict[str, dict[str, float]] = field(default_factory=dict)
 

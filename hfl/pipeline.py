@@ -77,6 +77,8 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
     for name in stages:
         if name not in cfg.stages:
             errors.append(f"--stage {name}: not in this pipeline's stages ({', '.join(cfg.stages)})")
+    if cfg.ray.gpu_batch_units < 1:
+        errors.append("ray.gpu_batch_units: must be >= 1")
     for name in STAGES:
         if name in stages:
             errors += STAGES[name].check(cfg, stages)

@@ -188,6 +188,9 @@ def test_gpu_stage_runs_in_its_own_pool_alongside_the_cpu_pool(tmp_path, media, 
     qual_t = sorted(p.stat().st_mtime for p in (out / "stages/quality").glob("part-*.parquet"))
     assert len(mine_t) == len(qual_t) == 3
     assert qual_t[0] < mine_t[-1], "the GPU pool did not run while the CPU pool was running"
+    # 3 units over 2 GPU actors: calls of up to 2 units (ray.gpu_batch_units 8, capped at an even share)
+    assert pools[1]["units_per_call_limit"] == 2 and pools[1]["units_per_call_max"] == 2
+    assert pools[0]["units_per_call_max"] == 1  # a CPU pool: one unit per call
     for stage in ("mine", "quality", "shard"):
         assert stage_rows(out, stage) == stage_rows(local_build, stage), stage
     shown = subprocess.run(hfl_cmd("stages", "-c", str(cfg)), capture_output=True, text=True)
@@ -196,7 +199,7 @@ def test_gpu_stage_runs_in_its_own_pool_alongside_the_cpu_pool(tmp_path, media, 
 
 
 def test_pools_split_by_resource_shape_and_size_by_cluster() -> None:
-    from hfl.engine.runner import pool_sizes, pools
+    from hfl.engine.runner import pool_sizes, pools, stage_resources, units_per_call
     from hfl.pipeline import PipelineConfig
     from hfl.stages import STAGES
 
@@ -212,5 +215,8 @@ def test_pools_split_by_resource_shape_and_size_by_cluster() -> None:
     assert pool_sizes(groups, cfg, {"CPU": 2.0, "GPU": 4.0}, 100) == [1, 1]
     with pytest.raises(RuntimeError, match="need 1 GPU"):
         pool_sizes(groups, cfg, {"CPU": 8.0}, 100)
+    gpu, cpu = (stage_resources(cfg, g[0]) for g in reversed(groups))
+    assert units_per_call(cfg, gpu, 100, 2) == 8 and units_per_call(cfg, gpu, 3, 2) == 2
+    assert units_per_call(cfg, cpu, 100, 6) == 1
     cfg.ray.stage_resources = {}
     assert len(pools([STAGES[n](cfg) for n in ("pair", "identity", "caption")], cfg)) == 1

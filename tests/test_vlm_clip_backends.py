@@ -4,8 +4,6 @@ paths against stand-in modules (vLLM is GPU-only and not installed here)."""
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import pickle
 import sys
@@ -423,95 +421,6 @@ def test_vllm_missing_is_backend_unavailable(
     vlm = load_vlm(VlmBackendConfig(path=str(qwen_dir), engine="vllm"))  # lazy: loads on first use
     with pytest.raises(BackendUnavailable, match="vllm"):
         vlm.caption(faces[:1])
-
-
-# ============================================================================= Ray Data LLM path
-
-
-def _decode_data_url(url: str) -> np.ndarray:
-    from PIL import Image
-
-    head, data = url.split(",", 1)
-    assert head == "data:image/png;base64"
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
-
-
-def test_ray_caption_request_and_answer(faces: list[np.ndarray]) -> None:
-    from hfl.backends.vlm_ray import CaptionAnswer, CaptionRequest
-
-    cfg = VlmBackendConfig(max_new_tokens=40)
-    row = CaptionRequest(cfg, "image", keep_columns=("key",))({"key": "v1/0007", "image": faces[2], "x": 1})
-    assert set(row) == {"key", "messages", "sampling_params"}
-    assert row["sampling_params"] == {"temperature": 0.0, "max_tokens": 40}
-    (msg,) = row["messages"]
-    assert msg["role"] == "user"
-    image_part, text_part = msg["content"]
-    np.testing.assert_array_equal(_decode_data_url(image_part["image_url"]["url"]), faces[2])  # lossless
-    assert text_part == {"type": "text", "text": load_prompt("caption")}
-    out = CaptionAnswer(("key",))({**row, "generated_text": '```json\n{"expression": "sad"}\n```'})
-    assert out == {
-        "key": "v1/0007",
-        "expression": "sad",
-        "intensity": None,
-        "pronoun": None,
-        "caption_text": '```json\n{"expression": "sad"}\n```',
-    }
-    bad = CaptionAnswer(("key",))({"key": "k", "generated_text": "???"})
-    assert bad["expression"] is None and bad["caption_text"] == "???"
-
-
-def test_ray_difference_request_and_answer(faces: list[np.ndarray]) -> None:
-    from hfl.backends.vlm_ray import DifferenceAnswer, DifferenceRequest
-
-    req = DifferenceRequest(VlmBackendConfig(), ("a", "b"), keep_columns=("key",))
-    row = req({"key": "p", "a": faces[0], "b": faces[1]})
-    content = row["messages"][0]["content"]
-    assert [c["type"] for c in content] == ["text", "image_url", "text", "image_url", "text"]
-    np.testing.assert_array_equal(_decode_data_url(content[3]["image_url"]["url"]), faces[1])
-    assert DifferenceAnswer(("key",))({"key": "p", "generated_text": "6/10"}) == {
-        "key": "p",
-        "difference": pytest.approx(0.6),
-        "difference_text": "6/10",
-    }
-
-
-def test_ray_processor_config(monkeypatch: pytest.MonkeyPatch, qwen_dir: Path) -> None:
-    import hfl.backends.vlm_ray as vr
-
-    seen: dict[str, Any] = {}
-
-    def processor_config(**kwargs: Any) -> dict[str, Any]:
-        seen["config"] = kwargs
-        return kwargs
-
-    def build_processor(config: Any, preprocess: Any, postprocess: Any) -> str:
-        assert config is seen["config"]
-        seen.update(pre=preprocess, post=postprocess)
-        return "processor"
-
-    fake = types.SimpleNamespace(vLLMEngineProcessorConfig=processor_config, build_processor=build_processor)
-    monkeypatch.setattr(vr, "import_ray_llm", lambda: fake)
-    cfg = VlmBackendConfig(path=str(qwen_dir), engine="vllm", tensor_parallel_size=4, max_pixels=200704)
-    assert vr.build_caption_processor(cfg, batch_size=16, concurrency=2) == "processor"
-    conf = seen["config"]
-    assert conf["model_source"] == str(qwen_dir) and conf["batch_size"] == 16 and conf["concurrency"] == 2
-    assert conf["engine_kwargs"]["tensor_parallel_size"] == 4
-    assert conf["engine_kwargs"]["mm_processor_kwargs"] == {"max_pixels": 200704}
-    assert conf["prepare_multimodal_stage"] == {"enabled": True}
-    assert isinstance(seen["pre"], vr.CaptionRequest) and isinstance(seen["post"], vr.CaptionAnswer)
-    vr.build_difference_processor(cfg, image_columns=("a", "b"), engine_kwargs={"max_model_len": 4096})
-    assert seen["config"]["engine_kwargs"]["max_model_len"] == 4096  # engine_kwargs override cfg
-    assert isinstance(seen["pre"], vr.DifferenceRequest) and seen["pre"].image_columns == ("a", "b")
-    with pytest.raises(BackendUnavailable, match="tokenizer"):
-        vr.build_caption_processor(VlmBackendConfig(path=str(qwen_dir.parent)))
-
-
-def test_ray_llm_missing_is_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hfl.backends.vlm_ray import import_ray_llm
-
-    monkeypatch.setitem(sys.modules, "ray.data.llm", None)
-    with pytest.raises(BackendUnavailable, match=r"ray\[data,llm\]"):
-        import_ray_llm()
 
 
 # ============================================================================= answer parsers

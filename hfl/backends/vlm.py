@@ -17,7 +17,8 @@ weights (``model.safetensors`` or ``model.safetensors.index.json`` and its shard
 
 Prompts are read at runtime from ``hfl/prompts/caption.txt`` and ``hfl/prompts/difference.txt``; both ask for
 strict JSON, and the parsers here also accept fenced JSON, key/value prose and free prose.
-For Ray Data batch inference on GPU clusters see ``hfl.backends.vlm_ray``.
+In a build, a GPU pool hands the caption stage several videos' rows per call (``ray.gpu_batch_units``), and
+the stage asks for ``batch_size`` rows' faces in one ``generate`` call (hfl.engine.runner, Stage.run_units).
 """
 
 from __future__ import annotations

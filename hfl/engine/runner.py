@@ -4,7 +4,9 @@ Execution: consecutive unit-aligned stages form one streaming Ray Data pipeline.
 (run one after the other on the same actor) only when their resource shapes (CPUs, GPUs, memory) match; a
 stage with another shape (a GPU captioner) is its own operator with its own actor pool, fed unit by unit by
 the operator before it while that one is still running (Ray Data's streaming executor: backpressure, not
-barriers). Stages that need all of their input first (split, shard) run alone, after their inputs.
+barriers). A CPU pool's actor takes one unit per call; a GPU pool's actor takes up to ray.gpu_batch_units
+units per call, so that its stages' model calls can span units (Stage.run_units). Stages that need all of
+their input first (split, shard) run alone, after their inputs.
 """
 
 from __future__ import annotations
@@ -225,12 +227,27 @@ def _node_dead(node_id: str) -> bool:
         return False
 
 
+def attempt_verdict(marker: str, run_id: str) -> str:
+    """What to do with a unit whose attempt marker holds `marker` (``run node units``; older markers have no
+    units field): ``crash`` when a worker of this run died with this unit alone in flight (record it, do not
+    retry), ``alone`` when it died with several units in flight (which one crashed is unknown: run this one
+    by itself, so a second crash names it), ``retry`` for a marker of an earlier run or a dead node."""
+    run, node, units = ([*marker.split(" "), "", ""])[:3]
+    if run != run_id or _node_dead(node):
+        return "retry"
+    return "alone" if units.isdigit() and int(units) > 1 else "crash"
+
+
 class UnitWorker:
     """Ray Data actor of one pool: builds its stages once (models loaded once), then runs whole units.
 
     With several stages (fused: same resource shape, unit-aligned), each unit runs through all of them in
     turn: stage i+1 reads the part stage i has just written. The first pool reads units; later pools read
-    the part the pool before wrote. Parts that exist already are skipped (resume)."""
+    the part the pool before wrote. Parts that exist already are skipped (resume).
+
+    A call holds one unit (CPU pools) or up to ``ray.gpu_batch_units`` units (GPU pools): then each stage
+    gets the pending units of the call together (Stage.run_units), so that its model calls take rows of
+    several units at once; every unit still gets its own part and its own attempt marker."""
 
     def __init__(
         self,
@@ -269,55 +286,102 @@ class UnitWorker:
         except Exception:  # not inside Ray (unit tests call the worker directly)
             return []
 
+    def _paths(self, stage: Stage, unit: WorkUnit) -> tuple[Location, Location]:
+        sdir = self.ctx.stage_dir(stage.name)
+        return sdir / f"part-{unit.id}.parquet", sdir / "_attempts" / unit.id
+
+    def _mark(self, marker: Location, units: int) -> None:
+        marker.parent.mkdir(exist_ok=True)
+        marker.write_text(f"{self.run_id} {_node_id()} {units}")
+
+    def _record_error(self, stage: Stage, unit: WorkUnit, part: Location, exc: Exception) -> None:
+        """One bad input must not stop the build: the unit's failure is its part (error_rows may re-raise)."""
+        if not isinstance(exc, WorkerCrash):
+            log.warning("[%s] unit %s failed: %r", stage.name, unit.id, exc)
+        write_part(part, [stage.error_rows(unit, exc)], stage.schema)
+
     def run_one(self, stage: Stage, unit: WorkUnit) -> Location:
-        part = self.ctx.stage_dir(stage.name) / f"part-{unit.id}.parquet"
+        part, marker = self._paths(stage, unit)
         if part.exists():
             return part
         # An attempt marker outlives a worker killed by a native crash (segfault in a decoder, OOM kill):
         # when Ray retries the unit on a restarted worker in the same run, the unit is recorded, not retried.
         # A unit whose node died (raylet killed, node preempted) is retried: the marker names the node.
-        marker = self.ctx.stage_dir(stage.name) / "_attempts" / unit.id
-        if marker.is_file():
-            run, _, node = marker.read_text().partition(" ")
-            if run == self.run_id and not _node_dead(node):
-                what = f"the worker died while processing unit {unit.id} (native crash or killed)"
-                crash = WorkerCrash(what)
-                write_part(part, [stage.error_rows(unit, crash)], stage.schema)
-                marker.unlink(missing_ok=True)
-                return part
-        marker.parent.mkdir(exist_ok=True)
-        marker.write_text(f"{self.run_id} {_node_id()}")
+        if marker.is_file() and attempt_verdict(marker.read_text(), self.run_id) == "crash":
+            crash = WorkerCrash(f"the worker died while processing unit {unit.id} (native crash or killed)")
+            self._record_error(stage, unit, part, crash)
+            marker.unlink(missing_ok=True)
+            return part
+        self._mark(marker, 1)
         _inject_fault(stage.name, unit.id)
         try:
             write_part(part, stage.run_unit(unit, self.ctx), stage.schema)
         except Exception as exc:  # one bad input must not stop the build: record it on the unit
-            log.warning("[%s] unit %s failed: %r", stage.name, unit.id, exc)
-            write_part(part, [stage.error_rows(unit, exc)], stage.schema)
+            self._record_error(stage, unit, part, exc)
         marker.unlink(missing_ok=True)
         return part
 
+    def run_many(self, stage: Stage, units: list[WorkUnit]) -> list[Location]:
+        """Run several units of one stage in one go (Stage.run_units); returns each unit's part. Units that
+        were in flight when a worker of this run died are run one by one (run_one), so that a native crash is
+        recorded on the unit that caused it and the others are redone."""
+        paths = [self._paths(stage, u) for u in units]
+        fresh: list[int] = []
+        for i, (part, marker) in enumerate(paths):
+            if part.exists():
+                continue
+            if marker.is_file() and attempt_verdict(marker.read_text(), self.run_id) != "retry":
+                self.run_one(stage, units[i])
+            else:
+                fresh.append(i)
+        if len(fresh) == 1:
+            self.run_one(stage, units[fresh[0]])
+        elif fresh:
+            for i in fresh:
+                self._mark(paths[i][1], len(fresh))
+            for i in fresh:
+                _inject_fault(stage.name, units[i].id)
+            batch = [units[i] for i in fresh]
+            try:
+                results = stage.run_units(batch, self.ctx)
+            except Exception as exc:  # a failure of the shared call is every unit's failure
+                results = [exc] * len(batch)
+            for i, res in zip(fresh, results, strict=True):
+                part, marker = paths[i]
+                if isinstance(res, Exception):
+                    self._record_error(stage, units[i], part, res)
+                else:
+                    write_part(part, [res], stage.schema)
+                marker.unlink(missing_ok=True)
+        return [part for part, _ in paths]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {k: list(v) for k, v in batch.items()}
-        ids: list[str] = []
-        parts: list[str] = []
-        times: list[str] = []
-        for i, raw in enumerate(batch["unit"]):
-            t0 = time.time()
-            if self.first:
-                unit = WorkUnit(**json.loads(raw))
-                part = self.run_one(self.stages[0], unit)
-                rest = self.stages[1:]
-                ids.append(unit.id)
-            else:
-                part, rest = location(str(batch["part"][i])), self.stages
-                ids.append(str(raw))
-            for st in rest:
-                part = self.run_one(st, st.unit_for_part(part))
-            parts.append(str(part))
-            times.append(json.dumps([self.pool, os.getpid(), self.gpu_ids, t0, time.time()]))
+        t0 = time.time()
+        call_id = uuid.uuid4().hex[:12]
+        n = len(batch["unit"])
+        for st in self.stages:
+            st.model_calls.clear()
+        if self.first:
+            head = [WorkUnit(**json.loads(raw)) for raw in batch["unit"]]
+            ids = [u.id for u in head]
+            parts = self.run_many(self.stages[0], head) if n > 1 else [self.run_one(self.stages[0], head[0])]
+            rest = self.stages[1:]
+        else:
+            ids = [str(raw) for raw in batch["unit"]]
+            parts, rest = [location(str(p)) for p in batch["part"]], self.stages
+        for st in rest:
+            todo = [st.unit_for_part(p) for p in parts]
+            parts = self.run_many(st, todo) if n > 1 else [self.run_one(st, todo[0])]
+        calls = {st.name: [list(c) for c in st.model_calls] for st in self.stages if st.model_calls}
+        t1 = time.time()
         out["unit"] = ids
-        out["part"] = parts
-        out[f"pool{self.pool}"] = times
+        out["part"] = [str(p) for p in parts]
+        # per unit: what ran where; the call's model calls ride on its first unit only
+        out[f"pool{self.pool}"] = [
+            json.dumps([self.pool, os.getpid(), self.gpu_ids, t0, t1, call_id, n, calls if i == 0 else {}])
+            for i in range(n)
+        ]
         return out
 
 
@@ -457,7 +521,7 @@ def execute_chain(
                 "first": i == 0,
                 "pool": i,
             },
-            batch_size=1,
+            batch_size=units_per_call(cfg, res, len(pending), n),
             compute=ray.data.ActorPoolStrategy(size=n),
             **remote_args,
             num_cpus=res.num_cpus,
@@ -486,9 +550,47 @@ def execute_chain(
                 "gpu_ids": sorted({g for r in mine for g in r[2]}),
                 "started": min((r[3] for r in mine), default=None),
                 "ended": max((r[4] for r in mine), default=None),
+                **call_report(mine, units_per_call(cfg, res, len(pending), n)),
             }
         )
     return len(units), report
+
+
+def units_per_call(cfg: PipelineConfig, res: Resources, units: int = 0, actors: int = 1) -> int:
+    """Units per call of a pool's actor: one for a CPU pool; for a GPU pool ray.gpu_batch_units, but no more
+    than an even share of the run's `units` over its `actors` (else one actor would take every unit of a
+    small run while the others wait, and the pool would start only once the CPU pools had finished)."""
+    if res.num_gpus <= 0:
+        return 1
+    n = max(1, cfg.ray.gpu_batch_units)
+    return min(n, max(1, -(-units // max(actors, 1)))) if units else n
+
+
+def call_report(seen: list[list[Any]], limit: int) -> dict[str, Any]:
+    """Calls of one pool's actors and the model calls its stages made (Stage.model_calls), from the rows
+    UnitWorker returned: ``[pool, pid, gpu ids, start, end, call id, units in the call, model calls]``."""
+    calls = {r[5]: r[6] for r in seen}
+    model: dict[str, list[list[int]]] = {}
+    for r in seen:
+        for stage, entries in r[7].items():
+            model.setdefault(stage, []).extend(entries)
+    out: dict[str, Any] = {
+        "units_per_call_limit": limit,
+        "calls": len(calls),
+        "units_per_call_max": max(calls.values(), default=0),
+    }
+    if model:
+        out["model_calls"] = {
+            stage: {
+                "calls": len(entries),
+                "rows": sum(e[1] for e in entries),
+                "rows_per_call_max": max(e[1] for e in entries),
+                "units_per_call_max": max(e[0] for e in entries),
+                "calls_with_several_units": sum(e[0] > 1 for e in entries),
+            }
+            for stage, entries in model.items()
+        }
+    return out
 
 
 def finish_stage(
@@ -538,11 +640,12 @@ def execution_plan(cfg: PipelineConfig) -> dict[str, str]:
         groups = pools(chain, cfg)
         for pi, group in enumerate(groups, 1):
             r = stage_resources(cfg, group[0])
-            kind = (
-                "barrier: runs after its inputs"
-                if not chain[0].unit_aligned and len(chain) == 1
-                else ("streaming")
-            )
+            if not chain[0].unit_aligned and len(chain) == 1:
+                kind = "barrier: runs after its inputs"
+            elif r.num_gpus > 0:
+                kind = f"streaming, up to {units_per_call(cfg, r)} units per call: ray.gpu_batch_units"
+            else:
+                kind = "streaming, one unit per call"
             text = (
                 f"run {ci}, pool {pi} of {len(groups)}: {'+'.join(s.name for s in group)} "
                 f"(cpus={r.num_cpus:g} gpus={r.num_gpus:g} memory_mb={r.memory_mb}; {kind})"

@@ -26,7 +26,7 @@ class Resources:
     num_cpus: float = 1.0  # CPUs per worker
     num_gpus: float = 0.0  # GPUs per worker
     memory_mb: int = 0  # memory reserved per worker (0 = no reservation)
-    batch_size: int = 32  # rows handed to process_batch at a time
+    batch_size: int = 32  # rows per model call (in a GPU pool, taken from all the units of one call)
 
 
 @dataclass
@@ -88,6 +88,8 @@ class Stage:
     def __init__(self, cfg: PipelineConfig) -> None:
         self.cfg = cfg
         self.limit: int | None = None  # --limit: at most this many input units (debugging)
+        # (units, rows) of each model call since the worker last cleared it: reported in stats.json pools
+        self.model_calls: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ declared properties
     def resources(self) -> Resources:
@@ -119,6 +121,20 @@ class Stage:
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         """Yield batches of output rows for one unit (every row seen, with reject_reason)."""
         raise NotImplementedError
+
+    def run_units(self, units: list[WorkUnit], ctx: StageContext) -> list[list[dict[str, Any]] | Exception]:
+        """Output rows of several units, one list per unit (or the exception that failed that unit).
+
+        A GPU pool hands its stages up to ``ray.gpu_batch_units`` units at once. This default runs them one
+        after the other (run_unit); a stage whose model call is the GPU work overrides it to put rows of
+        several units in one model call (caption). Output rows must equal those of run_unit per unit."""
+        out: list[list[dict[str, Any]] | Exception] = []
+        for unit in units:
+            try:
+                out.append([row for rows in self.run_unit(unit, ctx) for row in rows])
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def error_rows(self, unit: WorkUnit, exc: Exception) -> list[dict[str, Any]]:
         """Rows recording an unexpected failure of a whole unit; the default re-raises (fails the build)."""

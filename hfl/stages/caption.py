@@ -19,6 +19,7 @@ An instruction must describe every visible change, so a pair is rejected when
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ class CaptionConfig:
     pose_fallback: str = "pnp"  # used where the estimator cannot tell ("" = reject as caption_failed)
     max_turn_residual_deg: float = 10.0  # |turn - nearest whole unit| above this: ambiguous_turn
     max_roll_change_deg: float = 15.0  # in-plane tilt change above this cannot go unsaid: undescribed_tilt
+
+log = logging.getLogger("hfl")
 
 
 class CaptionStage(Stage):
@@ -131,16 +134,66 @@ class CaptionStage(Stage):
 
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
         for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
-            yield [judged_safely(self.judge, r) for r in rows]
+            yield self.judge_rows(rows, units=1)
 
-    def judge(self, row: dict[str, Any]) -> dict[str, Any]:
+    def run_units(self, units: list[WorkUnit], ctx: StageContext) -> list[list[dict[str, Any]] | Exception]:
+        """Several units (a GPU pool's call): their kept rows go to the captioner in calls of batch_size
+        rows that may span units; each unit gets back its own rows, in order, as run_unit gives them."""
+        size = self.resources().batch_size
+        out: list[list[dict[str, Any]] | Exception] = []
+        flat: list[tuple[list[dict[str, Any]], dict[str, Any]]] = []  # (its unit's output, row), all units
+        for unit in units:
+            try:
+                rows = [r for batch in kept_batches(unit.payload["path"], size) for r in batch]
+            except Exception as exc:  # an unreadable part fails its unit only
+                out.append(exc)
+                continue
+            judged: list[dict[str, Any]] = []
+            out.append(judged)
+            flat += [(judged, r) for r in rows]
+        for start in range(0, len(flat), size):
+            chunk = flat[start : start + size]
+            n_units = len({id(dest) for dest, _ in chunk})
+            for (dest, _), row in zip(chunk, self.judge_rows([r for _, r in chunk], n_units), strict=True):
+                dest.append(row)
+        return out
+
+    def judge_rows(self, rows: list[dict[str, Any]], units: int) -> list[dict[str, Any]]:
+        """Judge rows with one captioner call for all their faces (caption_many: one engine call for a VLM);
+        rows whose images do not decode, or all rows when that call fails, fall back to judge's own calls,
+        so that a failure is recorded on the row that caused it."""
+        faces: list[tuple[int, str, Any, Any]] = []  # (row index, prefix, image, box)
+        for k, row in enumerate(rows):
+            try:
+                decoded = [(k, p, decode_jpeg(row[f"{p}_image"]), row[f"{p}_box"]) for p in ("src", "tgt")]
+            except Exception:
+                continue
+            faces += decoded
+        pre: dict[int, dict[str, tuple[Any, Any]]] = {}
+        if faces:
+            try:
+                caps = self.captioner.caption_many([f[2] for f in faces], [f[3] for f in faces])
+            except Exception as exc:
+                log.warning("[caption] batched captioner call failed (%r); captioning face by face", exc)
+                caps = []
+            if len(caps) == len(faces):  # else every row asks judge's own call
+                for (k, prefix, image, _), cap in zip(faces, caps, strict=True):
+                    pre.setdefault(k, {})[prefix] = (image, cap)
+        self.model_calls.append((units, len(rows)))
+        return [judged_safely(lambda r, k=k: self.judge(r, pre.get(k)), row) for k, row in enumerate(rows)]
+
+    def judge(self, row: dict[str, Any], pre: dict[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
+        """Caption one pair row; pre = {prefix: (decoded image, caption)} from a batched captioner call."""
         c = self.cfg.caption
         row["caption_backend"] = self.captioner.name
         caps = {}
         backends = []
         for prefix in ("src", "tgt"):
-            image = decode_jpeg(row[f"{prefix}_image"])
-            cap = self.captioner.caption(image, row[f"{prefix}_box"])
+            if pre and prefix in pre:
+                image, cap = pre[prefix]
+            else:
+                image = decode_jpeg(row[f"{prefix}_image"])
+                cap = self.captioner.caption(image, row[f"{prefix}_box"])
             if cap is None:
                 return reject(row, "caption_failed", f"the captioner gave no usable answer for {prefix}")
             caps[prefix] = cap

@@ -50,6 +50,10 @@ class FerCaptioner:
     def caption(self, image: np.ndarray, box: list[float]) -> Caption | None:
         return self.model.caption(image, box)
 
+    def caption_many(self, images: list[np.ndarray], boxes: list[list[float]]) -> list[Caption | None]:
+        """One call for many faces (FER2013 runs face by face: the same answers as caption())."""
+        return [self.model.caption(image, box) for image, box in zip(images, boxes, strict=True)]
+
 
 class VlmCaptioner:
     name = "qwen2.5-vl"
@@ -58,10 +62,17 @@ class VlmCaptioner:
         self.vlm = vlm
 
     def caption(self, image: np.ndarray, box: list[float]) -> Caption | None:
-        out = self.vlm.caption([image])[0]
-        if out is None:
-            return None
-        return Caption(out.expression, out.intensity, confidence=None, pronoun=out.pronoun)
+        return self.caption_many([image], [box])[0]
+
+    def caption_many(self, images: list[np.ndarray], boxes: list[list[float]]) -> list[Caption | None]:
+        """All faces in one engine call (QwenVL.caption: one vLLM generate, or generate calls of
+        vlm.batch_size requests with transformers); the whole frame is asked, the boxes are not used."""
+        return [
+            None
+            if out is None
+            else Caption(out.expression, out.intensity, confidence=None, pronoun=out.pronoun)
+            for out in self.vlm.caption(list(images))
+        ]
 
 
 def vlm_resources(cfg: ExpressionBackendConfig, role: str, batch_size: int) -> Resources:
