@@ -62,6 +62,8 @@ class MineConfig:
     jpeg_quality: int = 95  # JPEG quality of stored frames
     track_iou: float = 0.3  # min IoU linking faces of consecutive sampled frames into one track
     include_images: bool = True  # also accept still images (one frame each)
+    segment_seconds: float = 0.0  # > 0: a longer (local) video is mined as time segments of this length, one
+    # unit each (all cores on one video, resume per segment); pair stitches them per video. 0: one unit/video
 
 
 @dataclass
@@ -280,6 +282,9 @@ def validate(cfg: PipelineConfig, stages: list[str]) -> None:
             errors.append("mine.fps: must be > 0")
         if cfg.mine.max_frames_per_video < 1:
             errors.append("mine.max_frames_per_video: must be >= 1")
+        seg = cfg.mine.segment_seconds
+        if seg < 0 or (seg > 0 and cfg.mine.fps > 0 and seg < 1.0 / cfg.mine.fps):
+            errors.append("mine.segment_seconds: 0 (off) or at least one sampling step (1 / mine.fps s)")
         if cfg.mine.decoder not in ("auto", "decord", "pyav"):
             errors.append("mine.decoder: one of auto, decord, pyav")
         if not 1 <= cfg.mine.jpeg_quality <= 100:
