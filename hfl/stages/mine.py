@@ -59,17 +59,19 @@ class MineStage(Stage):
         return [unit for it in items for unit in self.units_of(it)]
 
     def units_of(self, it: InputItem) -> list[WorkUnit]:
-        """One unit per video; with mine.segment_seconds > 0, a local video longer than that is one unit per
-        time segment `<video_id>_s<k>` ([k*S, (k+1)*S) seconds, the last one open-ended). A segment mines
-        the frames of the whole video's sampling grid (fps, and max_frames_per_video over the whole video)
-        that fall in it, so the rows are those of the unsegmented run; only track ids restart per segment
-        (`<video_id>_s<k>_t<n>` for k >= 1; pair stitches them)."""
+        """One unit per video; with mine.segment_seconds S > 0, a local video of 1.5 S or more is
+        n = round(duration / S) units, one per time segment `<video_id>_s<k>`: [k*S, (k+1)*S) seconds, the
+        last one open-ended. A segment mines the frames of the whole video's sampling grid (fps, and
+        max_frames_per_video over the whole video) that fall in it, so the rows are those of the
+        unsegmented run; only track ids restart per segment (`<video_id>_s<k>_t<n>` for k >= 1; pair
+        stitches them)."""
         payload = {"path": it.path, "name": it.name, "video_id": it.video_id}
         seg = self.cfg.mine.segment_seconds
         if seg <= 0 or is_remote(it.path) or Path(it.path).suffix.lower() not in VIDEO_EXTENSIONS:
             return [WorkUnit(it.video_id, payload)]
         duration = video_duration(it.path)  # header only; None (unreadable): one unit records the reason
-        n = int(np.ceil(duration / seg - 1e-9)) if duration else 1
+        # the last segment takes the remainder: segments of S, the last one S/2 .. 1.5 S (never a sliver)
+        n = int(duration / seg + 0.5) if duration else 1
         if n <= 1:
             return [WorkUnit(it.video_id, payload)]
         return [

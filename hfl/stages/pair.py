@@ -78,38 +78,35 @@ def stitch_tracks(segments: list[list[dict[str, Any]]], min_iou: float, max_gap:
     sampled frames after the last box of a track of the earlier one continues it when their IoU >= min_iou
     (greedy by IoU, each track used once, like hfl.tracking.Tracker). Returns later id -> earliest id."""
     out: dict[str, str] = {}
-    pos = 0
+    pos = 0  # position on the video's sampling grid of the first frame of the current segment
+    last: dict[str, tuple[int, list[float]]] = {}  # track -> (position, box) of its last face so far
     for k, seg in enumerate(segments):
-        for r in seg:
-            r["_pos"] = pos  # position on the video's sampling grid
-            pos += 1
-        if k == 0:
-            continue
-        last: dict[str, dict[str, Any]] = {}
-        for r in (r for prev in segments[:k] for r in prev):  # tracks may reach back over a short segment
+        first: dict[str, tuple[int, list[float]]] = {}
+        for j, r in enumerate(seg):
             if r["track_id"] and r["box"] is not None:
-                last[r["track_id"]] = r
-        first: dict[str, dict[str, Any]] = {}
-        for r in reversed(seg):
+                first.setdefault(r["track_id"], (pos + j, r["box"]))
+        if k > 0:
+            pairs = sorted(
+                (
+                    (iou(tuple(a[1]), tuple(b[1])), ta, tb)
+                    for ta, a in last.items()
+                    for tb, b in first.items()
+                    if 0 < b[0] - a[0] <= max_gap + 1
+                ),
+                key=lambda x: (-x[0], x[1], x[2]),
+            )
+            used: set[str] = set()
+            for score, ta, tb in pairs:
+                if score < min_iou:
+                    break
+                if tb in out or ta in used:
+                    continue
+                out[tb] = out.get(ta, ta)
+                used.add(ta)
+        for j, r in enumerate(seg):
             if r["track_id"] and r["box"] is not None:
-                first[r["track_id"]] = r
-        pairs = sorted(
-            (
-                (iou(tuple(a["box"]), tuple(b["box"])), ta, tb)
-                for ta, a in last.items()
-                for tb, b in first.items()
-                if 0 < b["_pos"] - a["_pos"] <= max_gap + 1
-            ),
-            key=lambda x: (-x[0], x[1], x[2]),
-        )
-        used: set[str] = set()
-        for score, ta, tb in pairs:
-            if score < min_iou:
-                break
-            if tb in out or ta in used:
-                continue
-            out[tb] = out.get(ta, ta)
-            used.add(ta)
+                last[r["track_id"]] = (pos + j, r["box"])
+        pos += len(seg)
     return out
 
 
