@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -89,6 +90,20 @@ class InputItem:
 def video_id_for(name: str) -> str:
     stem = "".join(c if c.isalnum() else "-" for c in Path(name).stem)[:40].strip("-") or "input"
     return f"{stem}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+SEGMENT_SUFFIX = re.compile(r"_s\d{3,}$")  # `<video_id>_s<k>`: time segment k (mine.segment_seconds)
+
+
+def segment_unit_id(video_id: str, k: int) -> str:
+    """Unit id of time segment k of a video (zero-padded: the ids sort in time order)."""
+    return f"{video_id}_s{k:03d}"
+
+
+def video_of_unit(unit_id: str) -> str:
+    """The video id of a mine/quality unit id: the id itself, or the video of a segment `<video_id>_s<k>`
+    (video ids end in `-<8 hex digits>`, so the suffix is unambiguous)."""
+    return SEGMENT_SUFFIX.sub("", unit_id)
 
 
 def list_inputs(value: str) -> list[InputItem]:

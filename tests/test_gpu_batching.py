@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from hfl.pipeline import PipelineConfig, load_config, validate
 from hfl.engine.runner import attempt_verdict, run_build
 from hfl.engine.stage import StageContext
+from hfl.pipeline import PipelineConfig, load_config, validate
 from tests.conftest import write_video
 from tests.test_vlm_clip_backends import fake_vllm, qwen_dir  # noqa: F401
 

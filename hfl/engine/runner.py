@@ -522,7 +522,10 @@ def execute_chain(
                 "pool": i,
             },
             batch_size=units_per_call(cfg, res, len(pending), n),
-            compute=ray.data.ActorPoolStrategy(size=n),
+            # one call in flight per actor: Ray Data's default (2) queues the first units on the first actor
+            # that is ready while the others still load models, so 2 big units (two long videos) ran one
+            # after the other on one of 2 actors (measured: benchmarks/long_video.py)
+            compute=ray.data.ActorPoolStrategy(size=n, max_tasks_in_flight_per_actor=1),
             **remote_args,
             num_cpus=res.num_cpus,
             num_gpus=res.num_gpus or None,

@@ -13,11 +13,11 @@ from hfl.backends.face import check_face_weights, load_detector, load_landmarker
 from hfl.config import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from hfl.engine.stage import Resources, Stage, StageContext, WorkerCrash, WorkUnit
 from hfl.imageops import encode_jpeg
-from hfl.inputs import list_inputs
+from hfl.inputs import InputItem, list_inputs, segment_unit_id
 from hfl.schema import FRAME_SCHEMA
-from hfl.storage import local_copy
+from hfl.storage import is_remote, local_copy
 from hfl.tracking import Tracker
-from hfl.video import DecodeError, open_frames
+from hfl.video import DecodeError, open_frames, video_duration
 
 if TYPE_CHECKING:
     from hfl.pipeline import PipelineConfig
@@ -34,12 +34,14 @@ class MineConfig:
     jpeg_quality: int = 95  # JPEG quality of stored frames
     track_iou: float = 0.3  # min IoU linking faces of consecutive sampled frames into one track
     include_images: bool = True  # also accept still images (one frame each)
+    segment_seconds: float = 0.0  # > 0: a longer (local) video is mined as time segments of this length, one
+    # unit each (all cores on one video, resume per segment); pair stitches them per video. 0: one unit/video
 
 
 def input_row(item: dict[str, str], reason: str, detail: str, decoder: str = "") -> dict[str, Any]:
     """A row for an input that produced no frame (unreadable, unsupported, ...)."""
     return {
-        "key": f"{item['video_id']}_input",
+        "key": f"{item.get('unit_id') or item['video_id']}_input",  # a segment's unit id keeps keys unique
         "video": item["name"],
         "video_id": item["video_id"],
         "frame_index": -1,
@@ -88,6 +90,9 @@ class MineStage(Stage):
             errors.append("mine.fps: must be > 0")
         if cfg.mine.max_frames_per_video < 1:
             errors.append("mine.max_frames_per_video: must be >= 1")
+        seg = cfg.mine.segment_seconds
+        if seg < 0 or (seg > 0 and cfg.mine.fps > 0 and seg < 1.0 / cfg.mine.fps):
+            errors.append("mine.segment_seconds: 0 (off) or at least one sampling step (1 / mine.fps s)")
         if cfg.mine.decoder not in ("auto", "decord", "pyav"):
             errors.append("mine.decoder: one of auto, decord, pyav")
         if not 1 <= cfg.mine.jpeg_quality <= 100:
@@ -110,8 +115,34 @@ class MineStage(Stage):
         items = list_inputs(self.cfg.mine.input)
         if self.limit:
             items = items[: self.limit]
+        return [unit for it in items for unit in self.units_of(it)]
+
+    def units_of(self, it: InputItem) -> list[WorkUnit]:
+        """One unit per video; with mine.segment_seconds S > 0, a local video of 1.5 S or more is
+        n = round(duration / S) units, one per time segment `<video_id>_s<k>`: [k*S, (k+1)*S) seconds, the
+        last one open-ended. A segment mines the frames of the whole video's sampling grid (fps, and
+        max_frames_per_video over the whole video) that fall in it, so the rows are those of the
+        unsegmented run; only track ids restart per segment (`<video_id>_s<k>_t<n>` for k >= 1; pair
+        stitches them)."""
+        payload = {"path": it.path, "name": it.name, "video_id": it.video_id}
+        seg = self.cfg.mine.segment_seconds
+        if seg <= 0 or is_remote(it.path) or Path(it.path).suffix.lower() not in VIDEO_EXTENSIONS:
+            return [WorkUnit(it.video_id, payload)]
+        duration = video_duration(it.path)  # header only; None (unreadable): one unit records the reason
+        # the last segment takes the remainder: segments of S, the last one S/2 .. 1.5 S (never a sliver)
+        n = int(duration / seg + 0.5) if duration else 1
+        if n <= 1:
+            return [WorkUnit(it.video_id, payload)]
         return [
-            WorkUnit(it.video_id, {"path": it.path, "name": it.name, "video_id": it.video_id}) for it in items
+            WorkUnit(
+                segment_unit_id(it.video_id, k),
+                {
+                    **payload,
+                    "unit_id": segment_unit_id(it.video_id, k),
+                    "segment": [k, k * seg, None if k == n - 1 else (k + 1) * seg],
+                },
+            )
+            for k in range(n)
         ]
 
     def setup(self) -> None:
@@ -138,12 +169,15 @@ class MineStage(Stage):
             yield from self._decode(item, path, m)
 
     def _decode(self, item: dict[str, str], path: str, m: Any) -> Iterator[list[dict[str, Any]]]:
+        k, start, end = item.get("segment") or (0, 0.0, None)
+        segment = (float(start), end) if item.get("segment") else None
         try:
-            decoder, frames = open_frames(path, m.fps, m.max_frames_per_video, m.decoder)
+            decoder, frames = open_frames(path, m.fps, m.max_frames_per_video, m.decoder, segment)
         except DecodeError as exc:
             yield [input_row(item, exc.reason, exc.detail)]
             return
-        tracker = Tracker(prefix=item["video_id"], min_iou=m.track_iou)
+        # tracks: `<video_id>_t<n>` in segment 0 (and an unsegmented video), `<video_id>_s<k>_t<n>` in k
+        tracker = Tracker(prefix=item["unit_id"] if k else item["video_id"], min_iou=m.track_iou)
         batch: list[dict[str, Any]] = []
         batch_size = self.resources().batch_size
         try:

@@ -1,8 +1,13 @@
 """Stage `pair` (paper Sec. 3.1, App. B.1): frame pairs of one face track with geometric and semantic
 diversity.
 
-Per video (one unit = one quality part = one video):
-0. track linking: a face track broken by a missed detection or a cut would split one person into
+Per video (one unit = one quality part = one video; with mine.segment_seconds, the quality parts of a
+video's time segments, in time order):
+0. segment stitching (segmented videos only): mine's tracker restarts in every segment; a track that
+   starts within the tracker's reach (Tracker.max_gap + 1 sampled frames) of the segment boundary
+   continues the track of the previous segment whose last box overlaps its first box most (IoU >=
+   mine.track_iou, greedy, as the tracker does), and takes its id: track ids are per video from here on;
+   track linking: a face track broken by a missed detection or a cut would split one person into
    unrelated tracks. Tracks that never share a frame and whose mean face embeddings (`link_frames`
    frames each, spread over the track) are closer than `link_distance` are joined (union-find), so the
    pairs of one person span the whole video (`linked_tracks` records how many were joined);
@@ -39,7 +44,8 @@ from hfl.instructions import MOTION_REASONS
 from hfl.landmarks import as_points, combine, pairwise_diffs
 from hfl.schema import PAIR_SCHEMA
 from hfl.stages.rows import kept_batches, reject
-from hfl.tracking import UnionFind
+from hfl.storage import read_table
+from hfl.tracking import Tracker, UnionFind, iou
 
 if TYPE_CHECKING:
     from hfl.pipeline import PipelineConfig
@@ -84,6 +90,46 @@ def spread(n: int, k: int) -> list[int]:
     if n <= k:
         return list(range(n))
     return sorted({int(round(x)) for x in np.linspace(0, n - 1, k)})
+
+
+def stitch_tracks(segments: list[list[dict[str, Any]]], min_iou: float, max_gap: int) -> dict[str, str]:
+    """Join the tracks of consecutive time segments of one video.
+
+    `segments`: per segment in time order, its sampled frames in order (`box` and `track_id`, None where
+    no face). At each boundary, a track of the later segment whose first box comes at most max_gap + 1
+    sampled frames after the last box of a track of the earlier one continues it when their IoU >= min_iou
+    (greedy by IoU, each track used once, like hfl.tracking.Tracker). Returns later id -> earliest id."""
+    out: dict[str, str] = {}
+    pos = 0  # position on the video's sampling grid of the first frame of the current segment
+    last: dict[str, tuple[int, list[float]]] = {}  # track -> (position, box) of its last face so far
+    for k, seg in enumerate(segments):
+        first: dict[str, tuple[int, list[float]]] = {}
+        for j, r in enumerate(seg):
+            if r["track_id"] and r["box"] is not None:
+                first.setdefault(r["track_id"], (pos + j, r["box"]))
+        if k > 0:
+            pairs = sorted(
+                (
+                    (iou(tuple(a[1]), tuple(b[1])), ta, tb)
+                    for ta, a in last.items()
+                    for tb, b in first.items()
+                    if 0 < b[0] - a[0] <= max_gap + 1
+                ),
+                key=lambda x: (-x[0], x[1], x[2]),
+            )
+            used: set[str] = set()
+            for score, ta, tb in pairs:
+                if score < min_iou:
+                    break
+                if tb in out or ta in used:
+                    continue
+                out[tb] = out.get(ta, ta)
+                used.add(ta)
+        for j, r in enumerate(seg):
+            if r["track_id"] and r["box"] is not None:
+                last[r["track_id"]] = (pos + j, r["box"])
+        pos += len(seg)
+    return out
 
 
 class PairStage(Stage):
@@ -149,6 +195,23 @@ class PairStage(Stage):
             ]
         }
 
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        # With time segments (mine.segment_seconds), one pair unit reads every quality part of a video, so
+        # pair waits for quality (a new chain) instead of running fused with it part by part.
+        self.unit_aligned = cfg.mine.segment_seconds <= 0  # type: ignore[misc]
+
+    def plan(self, ctx: StageContext) -> list[WorkUnit]:
+        """One unit per video: its quality part, or the parts of its time segments (in time order)."""
+        if self.unit_aligned:
+            return super().plan(ctx)
+        from hfl.inputs import video_of_unit
+
+        videos: dict[str, list[str]] = {}
+        for p in sorted(ctx.stage_dir(self.inputs[0]).glob("part-*.parquet")):
+            videos.setdefault(video_of_unit(p.stem.removeprefix("part-")), []).append(str(p))
+        return [WorkUnit(v, {"path": paths[0], "paths": paths}) for v, paths in sorted(videos.items())]
+
     def resources(self) -> Resources:
         from hfl.stages.models import vlm_resources
 
@@ -191,11 +254,15 @@ class PairStage(Stage):
 
     # ------------------------------------------------------------------ work
     def run_unit(self, unit: WorkUnit, ctx: StageContext) -> Iterator[list[dict[str, Any]]]:
+        paths = unit.payload.get("paths") or [unit.payload["path"]]
+        stitched = self.stitch_segments(ctx, paths) if len(paths) > 1 else {}
         tracks: dict[str, list[dict[str, Any]]] = {}
-        for rows in kept_batches(unit.payload["path"], self.resources().batch_size):
-            for r in rows:
-                if r.get("landmarks") is not None:
-                    tracks.setdefault(r["track_id"] or r["video_id"], []).append(r)
+        for path in paths:
+            for rows in kept_batches(path, self.resources().batch_size):
+                for r in rows:
+                    if r.get("landmarks") is not None:
+                        r["track_id"] = stitched.get(r["track_id"], r["track_id"])
+                        tracks.setdefault(r["track_id"] or r["video_id"], []).append(r)
         linked = self.link_tracks(tracks) if self.cfg.pair.link_tracks and len(tracks) > 1 else {}
         people: dict[str, list[str]] = {}
         for t in sorted(tracks):
@@ -211,6 +278,22 @@ class PairStage(Stage):
                 for r in rows:
                     r["track_id"], r["linked_tracks"] = person, len(people[person])
                 yield rows
+
+    def stitch_segments(self, ctx: StageContext, paths: list[str]) -> dict[str, str]:
+        """Track id -> the id of the track it continues from an earlier segment (module docstring, step 0).
+
+        Reads mine's parts of the segments (frame index, face box, track id of every sampled frame, faces
+        or not), so "within reach" counts sampled frames exactly as mine's tracker did."""
+        from pathlib import PurePosixPath
+
+        segments = []
+        for p in paths:
+            part = ctx.stage_dir("mine") / PurePosixPath(p).name
+            rows = read_table(part, columns=["frame_index", "box", "track_id"]).to_pylist()
+            segments.append(
+                sorted((r for r in rows if r["frame_index"] >= 0), key=lambda r: r["frame_index"])
+            )
+        return stitch_tracks(segments, self.cfg.mine.track_iou, Tracker(prefix="").max_gap)
 
     def link_tracks(self, tracks: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
         """track id -> id of the first track of the same person (see the module docstring, step 0)."""

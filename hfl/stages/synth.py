@@ -168,7 +168,9 @@ class SynthStage(Stage):
                     for r in read_table(p, columns=["video_id", "reject_reason"]).to_pylist()
                     if r["reject_reason"] is None
                 }
-                parts = [p for p in parts if p.stem.removeprefix("part-") in paired]  # part = one video
+                from hfl.inputs import video_of_unit  # a part is one video or one time segment of it
+
+                parts = [p for p in parts if video_of_unit(p.stem.removeprefix("part-")) in paired]
             return [WorkUnit(p.stem.removeprefix("part-"), {"path": str(p)}) for p in parts]
         from hfl.config import IMAGE_EXTENSIONS
         from hfl.inputs import video_id_for
