@@ -95,6 +95,17 @@ def test_stitch_tracks_follows_the_tracker_rule() -> None:
     assert stitch_tracks([seg0, seg1], min_iou=0.9, max_gap=2) == {}  # IoU 0.67 / 0.82 below 0.9
 
 
+def test_segments_off_keep_the_stage_hash_of_builds_made_before_the_option() -> None:
+    """Off (0), mine's hashed config has no segment_seconds key: older builds resume without redoing mine."""
+    off = MineStage(PipelineConfig()).config_section()["mine"]
+    assert "segment_seconds" not in off and set(off) == {
+        "input", "fps", "max_frames_per_video", "decoder", "jpeg_quality", "track_iou", "include_images"
+    }
+    cfg = PipelineConfig()
+    cfg.mine.segment_seconds = 30.0
+    assert MineStage(cfg).config_section()["mine"]["segment_seconds"] == 30.0
+
+
 def test_segment_seconds_is_validated(tmp_path) -> None:
     cfg = PipelineConfig()
     cfg.mine.input = str(tmp_path)

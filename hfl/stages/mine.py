@@ -105,7 +105,10 @@ class MineStage(Stage):
     def config_section(self) -> dict[str, Any]:
         from dataclasses import asdict
 
-        return {"mine": asdict(self.cfg.mine), "face": asdict(self.cfg.backends.face), "limit": self.limit}
+        mine = asdict(self.cfg.mine)
+        if not mine["segment_seconds"]:  # off: the hash builds made before the option existed had (no redo)
+            del mine["segment_seconds"]
+        return {"mine": mine, "face": asdict(self.cfg.backends.face), "limit": self.limit}
 
     def thresholds(self) -> dict[str, Any]:
         m = self.cfg.mine
