@@ -146,8 +146,9 @@ class ValidateStage(Stage):
                  if v.expression_validator == "fer" else f">= {v.min_vlm_score:g}"],
             ]  # fmt: skip
         if "synth" in cfg.stages:
+            pose = f"{v.pose_estimator}, fallback {v.pose_fallback or 'none'} (Eq. 1)"
             rows["backends"] = [
-                ["pose validator (validate)", "PnP of 68 landmarks on insightface's 3-D mean face, Eq. 1"],
+                ["pose validator (validate)", pose],
                 ["expression validator (validate)", v.expression_validator],
             ]
         return rows
