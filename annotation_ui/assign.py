@@ -219,6 +219,15 @@ def check_label(expression: str, intensity: str | None) -> str | None:
     return intensity
 
 
+def _own_claim(s: Session, project: Project, user_id: int, item_id: int) -> Claim | None:
+    """The annotator's claim on an item of this project, lapsed or not (None: not in their queue)."""
+    return s.scalar(
+        select(Claim)
+        .join(Item, Item.id == Claim.item_id)
+        .where(Claim.item_id == item_id, Claim.annotator_id == user_id, Item.project_id == project.id)
+    )
+
+
 def submit_label(
     s: Session,
     project: Project,
@@ -231,11 +240,7 @@ def submit_label(
     """Store a label for an item the annotator holds a claim on (a lapsed lease counts if a slot is free)."""
     now = now or utcnow()
     intensity = check_label(expression, intensity)
-    claim = s.scalar(
-        select(Claim)
-        .join(Item, Item.id == Claim.item_id)
-        .where(Claim.item_id == item_id, Claim.annotator_id == user_id, Item.project_id == project.id)
-    )
+    claim = _own_claim(s, project, user_id, item_id)
     if claim is None:
         mine = s.scalar(select(Label.id).where(Label.item_id == item_id, Label.annotator_id == user_id))
         if mine is not None:
@@ -287,11 +292,7 @@ def renew(s: Session, project: Project, user_id: int, item_id: int, now: datetim
     """Extend the annotator's lease on an item they are looking at (the page calls this while they are
     active); a lapsed lease is taken again if a slot is still free. Returns the new expiry."""
     now = now or utcnow()
-    claim = s.scalar(
-        select(Claim)
-        .join(Item, Item.id == Claim.item_id)
-        .where(Claim.item_id == item_id, Claim.annotator_id == user_id, Item.project_id == project.id)
-    )
+    claim = _own_claim(s, project, user_id, item_id)
     if claim is None:
         raise NotInQueue(f"item #{item_id} is not in your queue any more")
     if claim.expires_at <= now and _has_room(s, item_id, user_id, now) is None:
@@ -305,11 +306,7 @@ def renew(s: Session, project: Project, user_id: int, item_id: int, now: datetim
 
 def skip_item(s: Session, project: Project, user_id: int, item_id: int, now: datetime | None = None) -> None:
     now = now or utcnow()
-    claim = s.scalar(
-        select(Claim)
-        .join(Item, Item.id == Claim.item_id)
-        .where(Claim.item_id == item_id, Claim.annotator_id == user_id, Item.project_id == project.id)
-    )
+    claim = _own_claim(s, project, user_id, item_id)
     if claim is None:
         raise NotInQueue("this item is not in your queue")
     s.delete(claim)

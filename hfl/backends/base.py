@@ -16,9 +16,11 @@ class BackendUnavailable(RuntimeError):
 class DropsModelWhenPickled:
     """Mixin for lazily loaded backends: `_get()` loads the model once (`_load()`, under `self._lock`);
     pickling (e.g. into Ray workers) drops the loaded model and the lock, and the copy loads again on
-    first use. Subclasses set `self._lock = threading.Lock()` and `self._model = None` in __init__."""
+    first use. Subclasses set `self._lock = threading.Lock()` and `self._model = None` in __init__; other
+    locks they hold are named in `_lock_attrs` (dropped when pickled, made anew in the copy)."""
 
     _model_attr: ClassVar[str] = "_model"
+    _lock_attrs: ClassVar[tuple[str, ...]] = ("_lock",)
 
     def _load(self) -> Any:
         raise NotImplementedError
@@ -37,12 +39,14 @@ class DropsModelWhenPickled:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state[self._model_attr] = None
-        state.pop("_lock", None)
+        for name in self._lock_attrs:
+            state.pop(name, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        for name in self._lock_attrs:
+            setattr(self, name, threading.Lock())
 
 
 @dataclass(frozen=True)

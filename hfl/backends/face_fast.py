@@ -217,6 +217,8 @@ def mapped_faces(
 class BlazeFaceDetector(DropsModelWhenPickled):
     """BlazeFace short- or full-range; boxes mapped to dlib HOG's convention, largest first."""
 
+    _lock_attrs = ("_lock", "_call_lock")  # the call lock is dropped when pickled, like the load lock
+
     def __init__(
         self,
         variant: str = "short",
@@ -240,15 +242,6 @@ class BlazeFaceDetector(DropsModelWhenPickled):
         self._lock = threading.Lock()
         self._call_lock = threading.Lock()  # a litert interpreter runs one invoke at a time
         self._model = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_call_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._call_lock = threading.Lock()
 
     def _load(self) -> Any:
         from ai_edge_litert.interpreter import Interpreter
@@ -336,6 +329,8 @@ class BlazeAutoDetector:
 class YuNetDetector(DropsModelWhenPickled):
     """YuNet (OpenCV Zoo, int8) through cv2.FaceDetectorYN; boxes mapped to dlib HOG's convention."""
 
+    _lock_attrs = ("_lock", "_call_lock")  # the call lock is dropped when pickled, like the load lock
+
     name = "yunet"
 
     def __init__(
@@ -382,15 +377,6 @@ class YuNetDetector(DropsModelWhenPickled):
         faces = np.asarray(faces, np.float32) / np.r_[np.full(14, scale), 1.0].astype(np.float32)
         boxes = np.stack([faces[:, 0], faces[:, 1], faces[:, 0] + faces[:, 2], faces[:, 1] + faces[:, 3]], 1)
         return boxes, faces[:, 14], faces[:, 4:14].reshape(-1, 5, 2)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state.pop("_call_lock", None)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self._call_lock = threading.Lock()
 
     def detect(self, image: np.ndarray) -> list[FaceBox]:
         """All faces, mapped to dlib HOG's box convention, largest first; each a KeypointBox with the
