@@ -153,21 +153,13 @@ def fmt(t: dict[str, float]) -> str:
 
 
 def run(backend: str, args: argparse.Namespace, tmp: Path) -> None:
-    from annotate_latency import start_server
+    from annotate_latency import database, start_server
 
-    from annotation_ui.pgtemp import TempPostgres, available, free_port
+    from annotation_ui.pgtemp import free_port
 
-    pg = None
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp / 'dash.db'}"
-    else:
-        reason = available()
-        if reason:
-            print(f"[postgresql] skipped: {reason}")
+    with database(backend, tmp, "dash") as url:
+        if url is None:
             return
-        pg = TempPostgres().start()
-        url = pg.create_database("dash")
-    try:
         print(f"[{backend}]")
         t0 = time.perf_counter()
         seed(url, args.items, args.labels, args.annotators, args.raters)
@@ -185,9 +177,6 @@ def run(backend: str, args: argparse.Namespace, tmp: Path) -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-    finally:
-        if pg is not None:
-            pg.stop()
 
 
 def main() -> None:

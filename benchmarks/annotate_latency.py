@@ -24,6 +24,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -208,20 +210,33 @@ def ms(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs) * 1000, q)) if xs else float("nan")
 
 
-def run(backend: str, args: argparse.Namespace, tmp: Path) -> None:
-    from annotation_ui.pgtemp import TempPostgres, available, free_port
+@contextmanager
+def database(backend: str, tmp: Path, name: str) -> Iterator[str | None]:
+    """A database URL: SQLite in ``tmp``, or a throwaway PostgreSQL server (stopped on exit); None, with
+    the reason printed, where PostgreSQL is not available here."""
+    from annotation_ui.pgtemp import TempPostgres, available
 
-    pg = None
     if backend == "sqlite":
-        url = f"sqlite:///{tmp / 'bench.db'}"
-    else:
-        reason = available()
-        if reason:
-            print(f"[postgresql] skipped: {reason}")
-            return
-        pg = TempPostgres().start()
-        url = pg.create_database("bench")
+        yield f"sqlite:///{tmp / f'{name}.db'}"
+        return
+    reason = available()
+    if reason:
+        print(f"[postgresql] skipped: {reason}")
+        yield None
+        return
+    pg = TempPostgres().start()
     try:
+        yield pg.create_database(name)
+    finally:
+        pg.stop()
+
+
+def run(backend: str, args: argparse.Namespace, tmp: Path) -> None:
+    from annotation_ui.pgtemp import free_port
+
+    with database(backend, tmp, "bench") as url:
+        if url is None:
+            return
         prepare(url, args.items, args.annotators, args.raters)
         port = free_port()
         proc = start_server(url, port)
@@ -233,9 +248,6 @@ def run(backend: str, args: argparse.Namespace, tmp: Path) -> None:
             proc.terminate()
             proc.wait(timeout=20)
         c = check(url, acked, served, args.raters)
-    finally:
-        if pg is not None:
-            pg.stop()
     sub, nxt = lat["label+next"], lat["next"]
     print(
         f"[{backend}] {args.annotators} annotators, {args.items} items x {args.raters} raters, "
