@@ -20,12 +20,14 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_dir  # noqa: E402
 
 UPSTREAM = ["mine", "quality", "pair", "identity"]
 
@@ -86,8 +88,7 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=8, help="ray.gpu_batch_units of the batched run")
     ap.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="hfl-gpubatch-"))
-    try:
+    with bench_dir("hfl-gpubatch-", args.keep) as tmp:
         media = clips(tmp, args.videos)
         up = tmp / "up"
         t0 = time.time()
@@ -121,11 +122,6 @@ def main() -> None:
             f"engine calls, one unit per call / {args.units} units per call: {one}/{many} = {one / many:.2f}x"
         )
         print(f"caption rows equal: {runs[1][1] == runs[args.units][1]}")
-    finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

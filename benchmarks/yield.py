@@ -13,11 +13,13 @@ apply to both runs (e.g. `--set quality.min_log_blur=40` to see what a looser bl
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_dir  # noqa: E402
 
 from hfl.engine.runner import run_build
 from hfl.pipeline import load_config, validate
@@ -39,8 +41,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra key=value overrides")
     ap.add_argument("--keep", action="store_true", help="keep the build folders")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="hfl-yield-"))
-    try:
+    with bench_dir("hfl-yield-", args.keep) as tmp:
         for rule in args.rules:
             sets = [f"stages={REAL}", f"quality.center_rule={rule}", *args.overrides]
             cfg = load_config(DEMO, sets)
@@ -59,11 +60,6 @@ def main() -> None:
                 f"\nall: {frames} frames -> {kept} kept by quality -> {pairs} pairs from {people} people; "
                 f"{pairs / max(minutes, 1e-9):.1f} pairs per minute of sampled video ({minutes:.2f} min)"
             )
-    finally:
-        if args.keep:
-            print(f"\nbuilds kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
