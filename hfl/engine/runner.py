@@ -365,14 +365,14 @@ class UnitWorker:
         if self.first:
             head = [WorkUnit(**json.loads(raw)) for raw in batch["unit"]]
             ids = [u.id for u in head]
-            parts = self.run_many(self.stages[0], head) if n > 1 else [self.run_one(self.stages[0], head[0])]
+            parts = self.run_many(self.stages[0], head)
             rest = self.stages[1:]
         else:
             ids = [str(raw) for raw in batch["unit"]]
             parts, rest = [location(str(p)) for p in batch["part"]], self.stages
         for st in rest:
             todo = [st.unit_for_part(p) for p in parts]
-            parts = self.run_many(st, todo) if n > 1 else [self.run_one(st, todo[0])]
+            parts = self.run_many(st, todo)
         calls = {st.name: [list(c) for c in st.model_calls] for st in self.stages if st.model_calls}
         t1 = time.time()
         out["unit"] = ids
@@ -508,6 +508,10 @@ def execute_chain(
     # a remote output (and input) is reached from every node with the driver's endpoint and credentials
     env = storage_env(str(ctx.out_dir), cfg.mine.input)
     remote_args: dict[str, Any] = {"runtime_env": {"env_vars": env}} if env else {}
+    per_call = [  # units per call of each pool's actors
+        units_per_call(cfg, stage_resources(cfg, g[0]), len(pending), n)
+        for g, n in zip(groups, sizes, strict=True)
+    ]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     for i, (group, n) in enumerate(zip(groups, sizes, strict=True)):
         res = stage_resources(cfg, group[0])
@@ -521,7 +525,7 @@ def execute_chain(
                 "first": i == 0,
                 "pool": i,
             },
-            batch_size=units_per_call(cfg, res, len(pending), n),
+            batch_size=per_call[i],
             # one call in flight per actor: Ray Data's default (2) queues the first units on the first actor
             # that is ready while the others still load models, so 2 big units (two long videos) ran one
             # after the other on one of 2 actors (measured: benchmarks/long_video.py)
@@ -553,7 +557,7 @@ def execute_chain(
                 "gpu_ids": sorted({g for r in mine for g in r[2]}),
                 "started": min((r[3] for r in mine), default=None),
                 "ended": max((r[4] for r in mine), default=None),
-                **call_report(mine, units_per_call(cfg, res, len(pending), n)),
+                **call_report(mine, per_call[i]),
             }
         )
     return len(units), report
